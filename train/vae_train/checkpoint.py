@@ -1,0 +1,193 @@
+"""Checkpoints: encoder and decoder weights in separate safetensors files, a JSON config,
+and the training state (optimizer, epoch) for ``--resume``.
+
+A run directory keeps each checkpoint in its own folder and names the current one in
+``checkpoints/latest.json`` (and the best on validation in ``best.json``). A checkpoint
+folder is complete before the pointer is atomically replaced, so a run killed at any
+moment leaves the previous checkpoint loadable. Nothing is ever unpickled: weights are
+safetensors and the training state is loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vae_train import atomic
+from vae_train.models import build_decoder, build_encoder
+
+ENCODER_FILE = "encoder.safetensors"
+DECODER_FILE = "decoder.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "train_state.pt"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or its config does not match its weights."""
+
+
+@dataclass
+class Checkpoint:
+    encoder: nn.Module
+    decoder: nn.Module
+    config: dict[str, Any]
+    path: Path
+
+
+def save_checkpoint(
+    run_dir: Path,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    config: dict[str, Any],
+    train_state: dict[str, Any],
+    epoch: int,
+    best: bool = False,
+) -> Path:
+    """Write checkpoint ``epoch-NNNN`` completely, then point ``latest`` (and ``best``) at it."""
+    root = run_dir / CHECKPOINT_DIR
+    name = f"epoch-{epoch:04d}"
+    final = root / name
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    meta = {"arch": str(config["arch"]), "latent_dim": str(config["latent_dim"])}
+    save_file(_cpu_state(encoder), tmp / ENCODER_FILE, metadata={**meta, "role": "encoder"})
+    save_file(_cpu_state(decoder), tmp / DECODER_FILE, metadata={**meta, "role": "decoder"})
+    atomic.write_json(tmp / CONFIG_FILE, config)
+    torch.save(train_state, tmp / STATE_FILE)
+    for f in tmp.iterdir():
+        atomic.fsync_file(f)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    atomic.fsync_dir(root)
+    atomic.write_json(root / "latest.json", {"dir": name, "epoch": epoch})
+    if best:
+        atomic.write_json(root / "best.json", {"dir": name, "epoch": epoch})
+    _prune(root)
+    return final
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+def _pointer(root: Path, which: str) -> str | None:
+    try:
+        return json.loads((root / f"{which}.json").read_text())["dir"]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{root / which}.json is unreadable: {exc}") from None
+
+
+def _prune(root: Path) -> None:
+    """Keep only the folders that latest.json and best.json point at."""
+    keep = {_pointer(root, "latest"), _pointer(root, "best")}
+    for d in root.iterdir():
+        if d.is_dir() and d.name not in keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
+    """Accept a run directory (using ``which`` then ``latest``) or a checkpoint folder."""
+    path = Path(path)
+    if (path / ENCODER_FILE).exists() or (path / CONFIG_FILE).exists():
+        return path
+    root = path / CHECKPOINT_DIR
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    for name in (which, "latest"):
+        d = _pointer(root, name)
+        if d is not None:
+            return root / d
+    raise CheckpointError(
+        f"{path} holds no checkpoint (expected {ENCODER_FILE}, {DECODER_FILE} and "
+        f"{CONFIG_FILE}, or a run directory with {CHECKPOINT_DIR}/latest.json)"
+    )
+
+
+def read_config(ckpt_dir: Path) -> dict[str, Any]:
+    path = ckpt_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint config {path}")
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    for key in ("arch", "latent_dim"):
+        if key not in config:
+            raise CheckpointError(f"{path} lacks the key {key!r}")
+    return config
+
+
+def _load_weights(module: nn.Module, path: Path, role: str, config_path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"missing {role} checkpoint {path}")
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            f"{path} does not match the {role} that {config_path.name} describes "
+            f"(missing {missing or 'none'}, unexpected {extra or 'none'})"
+        )
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(tensor.shape)} but the config "
+                f"({config_path.name}) implies {tuple(own[key].shape)}"
+            )
+    module.load_state_dict(state, strict=True)
+
+
+def _weight_latent_dim(path: Path, key: str, axis: int) -> int | None:
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return int(state[key].shape[axis]) if key in state else None
+
+
+def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
+    """Rebuild the encoder and decoder of a checkpoint, checking config against weights."""
+    ckpt_dir = resolve_checkpoint(path, which)
+    config = read_config(ckpt_dir)
+    arch, latent = config["arch"], config["latent_dim"]
+    enc_l = _weight_latent_dim(ckpt_dir / ENCODER_FILE, "fc_mu.weight", 0)
+    dec_key = "fc2.weight" if arch == "conv" else "fc3.weight"
+    dec_l = _weight_latent_dim(ckpt_dir / DECODER_FILE, dec_key, 1)
+    if enc_l is not None and dec_l is not None and enc_l != dec_l:
+        raise CheckpointError(
+            f"{ckpt_dir}: encoder latent size {enc_l} differs from decoder latent size {dec_l}"
+        )
+    try:
+        encoder, decoder = build_encoder(arch, latent), build_decoder(arch, latent)
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt_dir / CONFIG_FILE}: {exc}") from None
+    config_path = ckpt_dir / CONFIG_FILE
+    _load_weights(encoder, ckpt_dir / ENCODER_FILE, "encoder", config_path)
+    _load_weights(decoder, ckpt_dir / DECODER_FILE, "decoder", config_path)
+    return Checkpoint(encoder.eval(), decoder.eval(), config, ckpt_dir)
+
+
+def load_train_state(ckpt_dir: Path) -> dict[str, Any]:
+    path = ckpt_dir / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"missing training state {path}; cannot resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise CheckpointError(f"{path} is not a loadable training state: {exc}") from None

@@ -1,0 +1,82 @@
+"""``vae-train``: train a VAE of the design notes and write its checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from vae_train.checkpoint import CheckpointError
+from vae_train.datasets import DATASETS, DatasetError
+from vae_train.models import ARCHS
+from vae_train.trainer import TrainConfig, Trainer, TrainingError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="vae-train",
+        description="Train a VAE; writes separate encoder/decoder checkpoints to --out.",
+    )
+    p.add_argument("--arch", choices=ARCHS, default=d.arch)
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
+    p.add_argument("--dataset", choices=list(DATASETS), default=d.dataset)
+    p.add_argument("--data-dir", default=d.data_dir, help="folder holding the IDX files")
+    p.add_argument("--download", action="store_true",
+                   help="fetch missing dataset files (checksums verified)")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule)
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=d.likelihood)
+    p.add_argument("--sigma", type=float, default=d.sigma, help="Gaussian likelihood std")
+    p.add_argument("--val-size", type=int, default=d.val_size,
+                   help="training images held out for model selection")  # fmt: skip
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop after this many epochs without validation improvement")  # fmt: skip
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit-test", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else argv
+    cfg = TrainConfig(
+        arch=args.arch, latent_dim=args.latent_dim, dataset=args.dataset,
+        data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        lr_schedule=args.lr_schedule, seed=args.seed, device=args.device,
+        likelihood=args.likelihood, sigma=args.sigma, val_size=args.val_size,
+        patience=args.patience, limit_train=args.limit_train, limit_test=args.limit_test,
+        threads=args.threads, command=shlex.join(["vae-train", *argv_used]),
+    )  # fmt: skip
+    try:
+        if args.download:
+            from vae_train.download import download_dataset
+
+            download_dataset(args.dataset, args.data_dir)
+        trainer = Trainer(cfg, args.out, progress=False if args.no_progress else None)
+        if args.resume:
+            trainer.resume()
+            print(f"resuming {args.out} at epoch {trainer.start_epoch}", flush=True)
+        trainer.fit(log=lambda line: print(line, flush=True))
+    except (TrainingError, DatasetError, CheckpointError) as exc:
+        print(f"vae-train: error: {exc}", file=sys.stderr)
+        return 2 if not isinstance(exc, TrainingError) or "non-finite" not in str(exc) else 1
+    except KeyboardInterrupt:
+        print("vae-train: interrupted; the last completed epoch's checkpoint is kept",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,3 +17,44 @@ def data_dir() -> Path:
     if not (DATA_DIR / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"MNIST files not found under {DATA_DIR} (set VAE_ONNX_DATA_DIR)")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def model_dir_factory(tmp_path_factory, data_dir):
+    """``make(arch, latent_dim)`` -> a model directory exported from freshly initialised
+    weights (seeded), cached for the session. Needs torch (the ``train`` extra)."""
+    cache: dict[tuple[str, int, bool], Path] = {}
+
+    def make(arch: str = "conv", latent_dim: int = 20, subpixel: bool = True) -> Path:
+        key = (arch, latent_dim, subpixel)
+        if key not in cache:
+            cache[key] = export_fresh_model(
+                tmp_path_factory.mktemp(f"{arch}-z{latent_dim}"),
+                data_dir,
+                arch,
+                latent_dim,
+                subpixel,
+            )
+        return cache[key]
+
+    return make
+
+
+def export_fresh_model(
+    root: Path, data_dir: Path, arch: str, latent_dim: int, subpixel: bool = True
+) -> Path:
+    import torch
+    from vae_export import export_model_dir
+    from vae_train.checkpoint import save_checkpoint
+    from vae_train.models import build_decoder, build_encoder
+
+    torch.manual_seed(1234 + latent_dim)
+    enc, dec = build_encoder(arch, latent_dim), build_decoder(arch, latent_dim)
+    config = {
+        "arch": arch, "latent_dim": latent_dim, "dataset": "mnist", "likelihood": "bernoulli",
+        "sigma": 0.1, "epoch": 0, "command": "fixture",
+    }  # fmt: skip
+    save_checkpoint(root / "run", enc, dec, config, {"epoch": 0}, epoch=0)
+    out = root / "model"
+    export_model_dir(root / "run", out, data_dir=data_dir, subpixel=subpixel)
+    return out

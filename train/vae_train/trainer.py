@@ -77,8 +77,12 @@ class TrainConfig:
                 raise TrainingError(f"--{name.replace('_', '-')} must be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainingError("--lr must be a positive number")
-        if self.sigma <= 0:
-            raise TrainingError("--sigma must be positive")
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise TrainingError("--sigma must be a positive number")
+        for name in ("limit_train", "limit_test", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be >= 1")
         if self.val_size < 0 or self.patience < 0:
             raise TrainingError("--val-size and --patience must be >= 0")
         if self.patience and not self.val_size:
@@ -254,10 +258,15 @@ class Trainer:
             except RuntimeError:  # BCE refuses NaN inputs
                 value = math.nan
             if not math.isfinite(value):
+                kept = (
+                    f"The last good checkpoint (epoch {epoch - 1}) is kept in "
+                    f"{self.run_dir / 'checkpoints'}"
+                    if epoch > 1
+                    else "No checkpoint was written."
+                )
                 raise TrainingError(
                     f"non-finite loss ({value}) at epoch {epoch}, step {step + 1} "
-                    f"(global step {(epoch - 1) * steps + step + 1}); stopped. The last good "
-                    f"checkpoint (epoch {epoch - 1}) is kept in {self.run_dir / 'checkpoints'}"
+                    f"(global step {(epoch - 1) * steps + step + 1}); stopped. {kept}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -285,7 +294,10 @@ class Trainer:
 
     def fit(self, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainingError(f"cannot create the run directory {self.run_dir}: {exc}") from None
         stale = 0
         for epoch in range(self.start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()

@@ -1,0 +1,140 @@
+"""``vae-export``: checkpoints -> a validated ONNX model directory; ``verify`` re-checks one."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from vae_export import validate
+from vae_export.errors import ExportError, ValidationError
+
+DEFAULT_DATA_DIR = os.environ.get("VAE_ONNX_DATA_DIR", "data")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("batch sizes must be integers >= 1")
+    return sizes
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vae-export",
+        description="Export a training run to a model directory (encoder.onnx, decoder.onnx, "
+        "manifest.json, checkpoints/), validated against PyTorch before anything is written. "
+        "Subcommands: 'vae-export verify MODEL_DIR' re-checks an existing directory.",
+    )
+    p.add_argument("run", type=Path, help="run directory (or a checkpoint folder)")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--name", help="model name (default: the --out folder's name)")
+    p.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="folder with the dataset's IDX files (validation uses test images)",
+    )
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "latest"),
+        default="best",
+        help="which checkpoint of a run directory to export",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=validate.PARITY_TOLERANCE,
+        help="max abs difference allowed between ORT and PyTorch",
+    )
+    p.add_argument(
+        "--no-subpixel",
+        action="store_true",
+        help="keep ConvTranspose nodes instead of the faster sub-pixel form",
+    )
+    return p  # fmt: skip
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vae-export verify",
+        description="Re-run the parity check of model directories against their checkpoints.",
+    )
+    p.add_argument("model_dirs", type=Path, nargs="+")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=list(validate.BATCH_SIZES))
+    p.add_argument("--variant", default=None, help="check a variant's graphs (e.g. int8)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="fail above this max abs difference (default: the manifest's)",
+    )
+    return p  # fmt: skip
+
+
+def run_export(argv: list[str]) -> int:
+    args = export_parser().parse_args(argv)
+    from vae_export.exporter import export_model_dir
+
+    result = export_model_dir(
+        args.run, args.out, data_dir=args.data_dir, name=args.name, opset=args.opset,
+        subpixel=not args.no_subpixel, which=args.checkpoint, tolerance=args.tolerance,
+        command=shlex.join(["vae-export", *argv]),
+    )  # fmt: skip
+    print(f"wrote {result.out_dir} in {result.seconds:.1f}s")
+    for rel, entry in result.manifest["files"].items():
+        print(f"  {rel:34} {entry['bytes']:>10,d} bytes  sha256 {entry['sha256'][:16]}")
+    print(validate.format_table(result.parity))
+    return 0
+
+
+def run_verify(argv: list[str]) -> int:
+    args = verify_parser().parse_args(argv)
+    from vae_export.verify import read_manifest, verify_model_dir
+
+    data_dir = args.data_dir if Path(args.data_dir).is_dir() else None
+    failed = False
+    for model_dir in args.model_dirs:
+        rows = verify_model_dir(model_dir, data_dir, args.batch_sizes, args.variant)
+        tol = args.tolerance
+        if tol is None:
+            parity = read_manifest(model_dir).get("parity", {})
+            tol = parity.get("tolerance", validate.PARITY_TOLERANCE)
+            if args.variant:
+                tol = read_manifest(model_dir)["variants"][args.variant].get("tolerance", tol)
+        print(f"== {model_dir}" + (f" ({args.variant})" if args.variant else ""))
+        print(validate.format_table(rows))
+        worst = max(r.max_abs for r in rows)
+        status = "ok" if worst <= tol else "FAILED"
+        failed |= worst > tol
+        print(f"max abs {worst:.2e} (tolerance {tol:g}): {status}\n")
+    return 1 if failed else 0
+
+
+COMMANDS = {"verify": run_verify}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
+        return run_export(argv)
+    except ValidationError as exc:
+        print(f"vae-export: validation failed, nothing written: {exc}", file=sys.stderr)
+        return 1
+    except ExportError as exc:
+        print(f"vae-export: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

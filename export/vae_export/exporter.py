@@ -1,0 +1,175 @@
+"""Checkpoint -> validated model directory, written atomically.
+
+Everything is exported and checked in memory first; the directory is then assembled in a
+temporary sibling folder, loaded back through ``vae_runtime`` (the format's consumer), and
+only then swapped into place, so a failed export never touches an existing directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from vae_train.checkpoint import (
+    CONFIG_FILE,
+    DECODER_FILE,
+    ENCODER_FILE,
+    CheckpointError,
+    load_checkpoint,
+)
+from vae_train.datasets import DatasetError, get_spec, load_split
+
+from vae_export import graphs, manifest, validate
+from vae_export.errors import ExportError, ValidationError
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    parity: list[validate.ParityRow]
+    seconds: float
+
+
+def test_images(dataset: str, data_dir: str | Path, n: int = 128, seed: int = 0) -> np.ndarray:
+    """``n`` real test images (float32 in [0, 1], (n, 1, 28, 28)), a seeded selection."""
+    try:
+        split = load_split(get_spec(dataset), "test", Path(data_dir), {})
+    except DatasetError as exc:
+        raise ExportError(f"validation needs the {dataset} test images: {exc}") from None
+    idx = np.random.default_rng(seed).choice(len(split), size=n, replace=False)
+    return (split.images[idx].astype(np.float32) / 255.0)[:, None]
+
+
+def prior_latents(latent_dim: int, n: int = 128, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def _write_model(path: Path, model: onnx.ModelProto) -> None:
+    path.write_bytes(model.SerializeToString())
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        backup = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        backup.rmdir()
+        os.rename(out_dir, backup)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            os.rename(backup, out_dir)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.rename(tmp, out_dir)
+
+
+def _check_target(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists():
+        raise ExportError(
+            f"refusing to replace {out_dir}: it is not empty and holds no manifest.json "
+            "(not a model directory)"
+        )
+
+
+def _load_back(tmp: Path) -> None:
+    """Load the assembled directory with the runtime, which checks the whole contract."""
+    try:
+        from vae_runtime import VAE
+        from vae_runtime.errors import VAEError
+    except ImportError:  # the runtime is part of this distribution; absent only mid-build
+        return
+    try:
+        VAE(tmp, threads=1)
+    except VAEError as exc:
+        raise ValidationError(f"the runtime refused the exported directory: {exc}") from None
+
+
+def export_model_dir(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    data_dir: str | Path,
+    name: str | None = None,
+    opset: int = graphs.DEFAULT_OPSET,
+    subpixel: bool = True,
+    which: str = "best",
+    tolerance: float = validate.PARITY_TOLERANCE,
+    command: str = "",
+) -> ExportResult:
+    """Export the checkpoint (a run directory or a checkpoint folder) to ``out_dir``."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    _check_target(out_dir)
+    if opset < 18:
+        raise ExportError(f"--opset {opset} is too old; 18 or newer is required")
+    try:
+        ckpt = load_checkpoint(checkpoint, which)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    config = ckpt.config
+    latent_dim = int(config["latent_dim"])
+    name = name or out_dir.name
+
+    enc_model = graphs.export_encoder(ckpt.encoder, opset)
+    dec_model, rewritten = graphs.export_decoder(ckpt.decoder, latent_dim, opset, subpixel)
+    for role, model in (("encoder", enc_model), ("decoder", dec_model)):
+        graphs.set_metadata(model, manifest.graph_metadata(name, role, config))
+        model.producer_name, model.producer_version = (
+            "vae-onnx",
+            manifest.versions(opset)["vae_onnx"],
+        )
+        validate.check_graph(model, role, latent_dim)
+
+    enc_bytes, dec_bytes = enc_model.SerializeToString(), dec_model.SerializeToString()
+    images = test_images(config.get("dataset", "mnist"), data_dir)
+    enc_sess, dec_sess = validate.ort_session(enc_bytes), validate.ort_session(dec_bytes)
+    rows = validate.encoder_parity(ckpt.encoder, enc_sess, images, "test images")
+    rows += validate.decoder_parity(ckpt.decoder, dec_sess, prior_latents(latent_dim), "N(0,I)")
+    validate.require_within(rows, tolerance)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a model directory is meant to be shared
+        (tmp / "encoder.onnx").write_bytes(enc_bytes)
+        (tmp / "decoder.onnx").write_bytes(dec_bytes)
+        (tmp / CHECKPOINT_SUBDIR).mkdir()
+        for fname in (ENCODER_FILE, DECODER_FILE, CONFIG_FILE):
+            shutil.copy2(ckpt.path / fname, tmp / CHECKPOINT_SUBDIR / fname)
+        files = {
+            "encoder.onnx": manifest.file_entry(tmp, "encoder.onnx", "graph"),
+            "decoder.onnx": manifest.file_entry(tmp, "decoder.onnx", "graph"),
+            f"{CHECKPOINT_SUBDIR}/{ENCODER_FILE}": manifest.file_entry(
+                tmp, f"{CHECKPOINT_SUBDIR}/{ENCODER_FILE}", "checkpoint"),
+            f"{CHECKPOINT_SUBDIR}/{DECODER_FILE}": manifest.file_entry(
+                tmp, f"{CHECKPOINT_SUBDIR}/{DECODER_FILE}", "checkpoint"),
+            f"{CHECKPOINT_SUBDIR}/{CONFIG_FILE}": manifest.file_entry(
+                tmp, f"{CHECKPOINT_SUBDIR}/{CONFIG_FILE}", "config"),
+        }  # fmt: skip
+        parity = {"tolerance": tolerance, **validate.maxima(rows),
+                  "batch_sizes": list(validate.BATCH_SIZES),
+                  "rows": validate.rows_as_dicts(rows)}  # fmt: skip
+        export_info = {"command": command, "opset": opset, "subpixel_rewrites": rewritten,
+                       "checkpoint_epoch": config.get("epoch"),
+                       "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+        doc = manifest.build_manifest(name, config, files, opset, parity, export_info)
+        (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
+        _load_back(tmp)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out_dir, doc, rows, time.perf_counter() - t0)

@@ -44,6 +44,7 @@ def export_fresh_model(
     root: Path, data_dir: Path, arch: str, latent_dim: int, subpixel: bool = True
 ) -> Path:
     import torch
+
     from vae_export import export_model_dir
     from vae_train.checkpoint import save_checkpoint
     from vae_train.models import build_decoder, build_encoder

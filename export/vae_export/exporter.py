@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+
+from vae_export import graphs, manifest, validate
+from vae_export.errors import ExportError, ValidationError
 from vae_train.checkpoint import (
     CONFIG_FILE,
     DECODER_FILE,
@@ -26,9 +29,6 @@ from vae_train.checkpoint import (
     load_checkpoint,
 )
 from vae_train.datasets import DatasetError, get_spec, load_split
-
-from vae_export import graphs, manifest, validate
-from vae_export.errors import ExportError, ValidationError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 

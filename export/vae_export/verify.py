@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from vae_train.checkpoint import CheckpointError, load_checkpoint
 
 from vae_export import validate
 from vae_export.errors import ExportError
 from vae_export.exporter import CHECKPOINT_SUBDIR, prior_latents, test_images
 from vae_export.manifest import sha256_file
+from vae_train.checkpoint import CheckpointError, load_checkpoint
 
 
 def read_manifest(model_dir: Path) -> dict:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from vae_train import atomic
@@ -60,8 +60,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     meta = {"arch": str(config["arch"]), "latent_dim": str(config["latent_dim"])}
-    save_file(_cpu_state(encoder), tmp / ENCODER_FILE, metadata={**meta, "role": "encoder"})
-    save_file(_cpu_state(decoder), tmp / DECODER_FILE, metadata={**meta, "role": "decoder"})
+    _save_safetensors(_cpu_state(encoder), tmp / ENCODER_FILE, {**meta, "role": "encoder"})
+    _save_safetensors(_cpu_state(decoder), tmp / DECODER_FILE, {**meta, "role": "decoder"})
     atomic.write_json(tmp / CONFIG_FILE, config)
     torch.save(train_state, tmp / STATE_FILE)
     for f in tmp.iterdir():
@@ -74,6 +74,20 @@ def save_checkpoint(
         atomic.write_json(root / "best.json", {"dir": name, "epoch": epoch})
     _prune(root)
     return final
+
+
+def _save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
+) -> None:
+    """Like safetensors' ``save_file``, but byte-for-byte reproducible: safetensors keeps the
+    metadata in a Rust HashMap, so its key order in the JSON header (and thus the file's
+    bytes) changes from call to call. The header is rewritten with sorted keys."""
+    blob = save(tensors, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":"))
+    head = header.encode()
+    head += b" " * (-len(head) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    path.write_bytes(len(head).to_bytes(8, "little") + head + blob[8 + n :])
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -129,36 +143,42 @@ def read_config(ckpt_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _load_weights(module: nn.Module, path: Path, role: str, config_path: Path) -> None:
+def _read_weights(path: Path, role: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"missing {role} checkpoint {path}")
     try:
-        state = load_file(path)
+        return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+
+
+def _describe(state: dict[str, torch.Tensor], role: str) -> tuple[str, int | None]:
+    """(arch, latent size) that a state dict holds, judged from its layer names."""
+    if role == "encoder":
+        arch = "conv" if "conv1.weight" in state else "mlp"
+        head = state.get("fc_mu.weight")
+        return arch, int(head.shape[0]) if head is not None and head.ndim == 2 else None
+    arch = "conv" if "deconv1.weight" in state else "mlp"
+    first = state.get("fc2.weight" if arch == "conv" else "fc3.weight")
+    return arch, int(first.shape[1]) if first is not None and first.ndim == 2 else None
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, role: str) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if missing or extra:
         raise CheckpointError(
-            f"{path} does not match the {role} that {config_path.name} describes "
+            f"{path} does not match the {role} that {CONFIG_FILE} describes "
             f"(missing {missing or 'none'}, unexpected {extra or 'none'})"
         )
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):
             raise CheckpointError(
-                f"{path}: {key} has shape {tuple(tensor.shape)} but the config "
-                f"({config_path.name}) implies {tuple(own[key].shape)}"
+                f"{path}: {key} has shape {tuple(tensor.shape)} but {CONFIG_FILE} "
+                f"implies {tuple(own[key].shape)}"
             )
     module.load_state_dict(state, strict=True)
-
-
-def _weight_latent_dim(path: Path, key: str, axis: int) -> int | None:
-    try:
-        state = load_file(path)
-    except (SafetensorError, OSError, ValueError):
-        return None
-    return int(state[key].shape[axis]) if key in state else None
 
 
 def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
@@ -166,9 +186,18 @@ def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
     ckpt_dir = resolve_checkpoint(path, which)
     config = read_config(ckpt_dir)
     arch, latent = config["arch"], config["latent_dim"]
-    enc_l = _weight_latent_dim(ckpt_dir / ENCODER_FILE, "fc_mu.weight", 0)
-    dec_key = "fc2.weight" if arch == "conv" else "fc3.weight"
-    dec_l = _weight_latent_dim(ckpt_dir / DECODER_FILE, dec_key, 1)
+    enc_state = _read_weights(ckpt_dir / ENCODER_FILE, "encoder")
+    dec_state = _read_weights(ckpt_dir / DECODER_FILE, "decoder")
+    (enc_arch, enc_l), (dec_arch, dec_l) = (
+        _describe(enc_state, "encoder"),
+        _describe(dec_state, "decoder"),
+    )
+    for role, found in (("encoder", enc_arch), ("decoder", dec_arch)):
+        if found != arch:
+            raise CheckpointError(
+                f"{ckpt_dir / CONFIG_FILE} says arch {arch!r}, but {role}.safetensors "
+                f"holds {found!r} weights (config does not match the weights)"
+            )
     if enc_l is not None and dec_l is not None and enc_l != dec_l:
         raise CheckpointError(
             f"{ckpt_dir}: encoder latent size {enc_l} differs from decoder latent size {dec_l}"
@@ -177,9 +206,8 @@ def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
         encoder, decoder = build_encoder(arch, latent), build_decoder(arch, latent)
     except ValueError as exc:
         raise CheckpointError(f"{ckpt_dir / CONFIG_FILE}: {exc}") from None
-    config_path = ckpt_dir / CONFIG_FILE
-    _load_weights(encoder, ckpt_dir / ENCODER_FILE, "encoder", config_path)
-    _load_weights(decoder, ckpt_dir / DECODER_FILE, "decoder", config_path)
+    _load_into(encoder, enc_state, ckpt_dir / ENCODER_FILE, "encoder")
+    _load_into(decoder, dec_state, ckpt_dir / DECODER_FILE, "decoder")
     return Checkpoint(encoder.eval(), decoder.eval(), config, ckpt_dir)
 
 

@@ -1,0 +1,234 @@
+"""vae_export: graph contract, dynamic batch, no random ops, metadata, manifest checksums,
+refusals, and atomicity of a failed export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vae_export import ExportError, ValidationError, export_model_dir
+from vae_export.cli import main as export_main
+from vae_export.graphs import random_ops
+from vae_export.subpixel import SubPixelConvTranspose, rewrite_conv_transposes
+from vae_train.checkpoint import save_checkpoint
+from vae_train.models import build_decoder, build_encoder
+
+ARCH_LATENTS = [("conv", 2), ("conv", 20), ("mlp", 2), ("mlp", 20)]
+
+
+def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim]
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def make_run(root: Path, arch: str = "conv", latent: int = 20, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    config = {"arch": arch, "latent_dim": latent, "dataset": "mnist", "likelihood": "bernoulli"}
+    save_checkpoint(root, build_encoder(arch, latent), build_decoder(arch, latent), config,
+                    {"epoch": 1}, epoch=1)  # fmt: skip
+    return root
+
+
+@pytest.mark.parametrize(("arch", "latent"), ARCH_LATENTS)
+def test_graph_contract(model_dir_factory, arch: str, latent: int) -> None:
+    model_dir = model_dir_factory(arch, latent)
+    enc = onnx.load(model_dir / "encoder.onnx")
+    dec = onnx.load(model_dir / "decoder.onnx")
+    assert [i.name for i in enc.graph.input] == ["x"]
+    assert [o.name for o in enc.graph.output] == ["mu", "logvar"]
+    assert [i.name for i in dec.graph.input] == ["z"]
+    assert [o.name for o in dec.graph.output] == ["x_hat"]
+    batch = dims(enc.graph.input[0])[0]
+    assert isinstance(batch, str) and batch, "batch dimension must be symbolic"
+    assert dims(enc.graph.input[0])[1:] == [1, 28, 28]
+    assert dims(enc.graph.output[0])[1:] == dims(enc.graph.output[1])[1:] == [latent]
+    assert dims(dec.graph.input[0])[1:] == [latent]
+    assert dims(dec.graph.output[0])[1:] == [1, 28, 28]
+    for vi in [*enc.graph.input, *enc.graph.output, *dec.graph.input, *dec.graph.output]:
+        assert vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    for model in (enc, dec):
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+        onnx.checker.check_model(model, full_check=True)
+        assert not any(
+            t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+        )
+        assert random_ops(model) == []
+
+
+@pytest.mark.parametrize("batch", [1, 10_000])
+def test_dynamic_batch_runs(model_dir_factory, batch: int) -> None:
+    model_dir = model_dir_factory("conv", 20)
+    enc = ort.InferenceSession(str(model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(model_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    mu, logvar = enc.run(None, {"x": x})
+    assert mu.shape == logvar.shape == (batch, 20)
+    (x_hat,) = dec.run(None, {"z": mu})
+    assert x_hat.shape == (batch, 1, 28, 28)
+    assert x_hat.min() >= 0 and x_hat.max() <= 1
+
+
+def test_random_op_detector_finds_injected_node(model_dir_factory) -> None:
+    dec = onnx.load(model_dir_factory("conv", 20) / "decoder.onnx")
+    node = onnx.helper.make_node("RandomNormal", [], ["noise"], shape=[1], name="eps")
+    dec.graph.node.insert(0, node)
+    assert random_ops(dec) == ["RandomNormal (eps)"]
+
+
+def test_metadata_and_manifest(model_dir_factory) -> None:
+    model_dir = model_dir_factory("mlp", 2)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["format"] == "vae-onnx-model" and manifest["format_version"] == 1
+    assert (manifest["arch"], manifest["latent_dim"]) == ("mlp", 2)
+    assert manifest["likelihood"] == {"name": "bernoulli"}
+    for key in ("dataset", "training", "versions", "created", "parity", "image", "graphs"):
+        assert key in manifest
+    assert manifest["versions"]["opset"] >= 18
+    assert set(manifest["files"]) == {
+        "encoder.onnx", "decoder.onnx", "checkpoints/encoder.safetensors",
+        "checkpoints/decoder.safetensors", "checkpoints/config.json",
+    }  # fmt: skip
+    for rel, entry in manifest["files"].items():
+        data = (model_dir / rel).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["bytes"] == len(data)
+    for out in ("mu", "logvar", "x_hat"):
+        assert 0 <= manifest["parity"][out] <= 1e-5
+    for role in ("encoder", "decoder"):
+        props = {p.key: p.value for p in onnx.load(model_dir / f"{role}.onnx").metadata_props}
+        assert props["vae_onnx.role"] == role
+        assert props["vae_onnx.latent_dim"] == "2"
+        assert props["vae_onnx.arch"] == "mlp"
+        assert props["vae_onnx.format_version"] == "1"
+        assert props["vae_onnx.dataset"] == "mnist"
+
+
+def test_subpixel_rewrite_is_exact() -> None:
+    torch.manual_seed(3)
+    layer = torch.nn.ConvTranspose2d(5, 3, 4, 2, 1)
+    x = torch.randn(2, 5, 6, 7)
+    with torch.no_grad():
+        assert torch.allclose(SubPixelConvTranspose(layer)(x), layer(x), atol=1e-6)
+    rewritten, count = rewrite_conv_transposes(build_decoder("conv", 4))
+    assert count == 2
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
+    with pytest.raises(ValueError, match="kernel 4, stride 2"):
+        SubPixelConvTranspose(torch.nn.ConvTranspose2d(2, 2, 3, 1, 1))
+
+
+def test_decoder_graph_uses_subpixel_form(model_dir_factory) -> None:
+    ops = {n.op_type for n in onnx.load(model_dir_factory("conv", 20) / "decoder.onnx").graph.node}
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+    plain = model_dir_factory("conv", 20, subpixel=False)
+    assert "ConvTranspose" in {n.op_type for n in onnx.load(plain / "decoder.onnx").graph.node}
+
+
+def test_missing_checkpoint_file_refused(tmp_path: Path, data_dir: Path) -> None:
+    run = make_run(tmp_path / "run")
+    ckpt = next((run / "checkpoints").glob("epoch-*"))
+    (ckpt / "decoder.safetensors").unlink()
+    with pytest.raises(ExportError, match=r"missing decoder checkpoint .*decoder\.safetensors"):
+        export_model_dir(run, tmp_path / "out", data_dir=data_dir)
+    assert not (tmp_path / "out").exists()
+
+
+def test_latent_mismatch_refused(tmp_path: Path, data_dir: Path) -> None:
+    run = make_run(tmp_path / "run", latent=20)
+    ckpt = next((run / "checkpoints").glob("epoch-*"))
+    save_file(build_decoder("conv", 8).state_dict(), ckpt / "decoder.safetensors")
+    with pytest.raises(
+        ExportError, match="encoder latent size 20 differs from decoder latent size 8"
+    ):
+        export_model_dir(run, tmp_path / "out", data_dir=data_dir)
+
+
+def test_config_not_matching_weights_refused(tmp_path: Path, data_dir: Path) -> None:
+    run = make_run(tmp_path / "run", arch="conv")
+    ckpt = next((run / "checkpoints").glob("epoch-*"))
+    config = json.loads((ckpt / "config.json").read_text())
+    config["arch"] = "mlp"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="config does not match the weights"):
+        export_model_dir(run, tmp_path / "out", data_dir=data_dir)
+
+
+def test_failed_validation_leaves_existing_directory_identical(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    run = make_run(tmp_path / "run", seed=1)
+    out = tmp_path / "model"
+    export_model_dir(run, out, data_dir=data_dir)
+    before = tree_bytes(out)
+    # A second run whose export cannot meet a zero tolerance: validation must fail.
+    other = make_run(tmp_path / "run2", seed=2)
+    with pytest.raises(ValidationError, match=r"parity check failed: .* tolerance 0"):
+        export_model_dir(other, out, data_dir=data_dir, tolerance=0.0)
+    assert tree_bytes(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "run", "run2"]
+
+
+def test_reexport_replaces_directory(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "model"
+    export_model_dir(make_run(tmp_path / "a", seed=1), out, data_dir=data_dir)
+    first = (out / "encoder.onnx").read_bytes()
+    export_model_dir(make_run(tmp_path / "b", seed=2), out, data_dir=data_dir)
+    assert (out / "encoder.onnx").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "model"]
+
+
+def test_refuses_to_replace_a_non_model_directory(tmp_path: Path, data_dir: Path) -> None:
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not a model directory"):
+        export_model_dir(make_run(tmp_path / "run"), target, data_dir=data_dir)
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_export_and_verify(tmp_path: Path, data_dir: Path, capsys) -> None:
+    run = make_run(tmp_path / "run", arch="mlp", latent=3)
+    out = tmp_path / "model"
+    assert export_main([str(run), "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "max abs" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["export"]["command"].startswith("vae-export ")
+    code = export_main(["verify", str(out), "--data-dir", str(data_dir), "--batch-sizes", "1,5"])
+    text = capsys.readouterr().out
+    assert code == 0
+    rows = [line.split() for line in text.splitlines() if line.startswith(("encoder", "decoder"))]
+    assert {r[1] for r in rows} == {"mu", "logvar", "x_hat"}
+    assert all(float(r[-2]) <= 1e-5 for r in rows)
+    assert {r[-3] for r in rows} == {"1", "5"}
+
+
+def test_cli_verify_detects_tampered_checkpoint(tmp_path: Path, data_dir: Path, capsys) -> None:
+    out = tmp_path / "model"
+    export_model_dir(make_run(tmp_path / "run"), out, data_dir=data_dir)
+    state = load_file(out / "checkpoints/decoder.safetensors")
+    state["fc2.bias"] += 1.0
+    save_file(state, out / "checkpoints/decoder.safetensors")
+    assert export_main(["verify", str(out), "--data-dir", str(data_dir)]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert export_main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vae-export: error:") and "does not exist" in err[0]
+    assert not (tmp_path / "o").exists()
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -212,8 +212,8 @@ def test_cli_export_and_verify(tmp_path: Path, data_dir: Path, capsys) -> None:
     assert code == 0
     rows = [line.split() for line in text.splitlines() if line.startswith(("encoder", "decoder"))]
     assert {r[1] for r in rows} == {"mu", "logvar", "x_hat"}
-    assert all(float(r[-2]) <= 1e-5 for r in rows)
-    assert {r[-3] for r in rows} == {"1", "5"}
+    assert all(float(r[-3]) <= 1e-5 for r in rows)
+    assert {r[-4] for r in rows} == {"1", "5"}
 
 
 def test_cli_verify_detects_tampered_checkpoint(tmp_path: Path, data_dir: Path, capsys) -> None:

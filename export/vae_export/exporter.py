@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 
-from vae_export import graphs, manifest, validate
+from vae_export import flops, graphs, manifest, validate
 from vae_export.errors import ExportError, ValidationError
 from vae_train.checkpoint import (
     CONFIG_FILE,
@@ -166,6 +167,11 @@ def export_model_dir(
                        "checkpoint_epoch": config.get("epoch"),
                        "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
         doc = manifest.build_manifest(name, config, files, opset, parity, export_info)
+        examples = {"encoder": torch.rand(1, 1, 28, 28), "decoder": torch.zeros(1, latent_dim)}
+        for role, module, model in (("encoder", ckpt.encoder, enc_model),
+                                    ("decoder", ckpt.decoder, dec_model)):  # fmt: skip
+            doc["graphs"][role]["flops_per_image"] = flops.model_flops(module, examples[role])
+            doc["graphs"][role]["graph_flops_per_image"] = flops.graph_flops(model)
         (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
         _load_back(tmp)
         _swap_into_place(tmp, out_dir)

@@ -218,4 +218,16 @@ def load_train_state(ckpt_dir: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"{path} is not a loadable training state: {exc}") from None
+        raise CheckpointError(
+            f"{path} is not a loadable training state ({_one_line(exc)}); training states are "
+            "only loaded with torch.load(weights_only=True)"
+        ) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The gist of a torch.load error, whose message spans many lines and suggests
+    retrying with weights_only=False (never do that here)."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    text = " ".join(text.split("Check the documentation", 1)[0].split())
+    gist = text.split(". ", 1)[0].rstrip(".")
+    return f"{type(exc).__name__}: {gist}" if gist else type(exc).__name__

@@ -197,6 +197,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
         self.fixed_z = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(0))
         self.start_epoch = 1
+        self.resumed = False
         self.best_val = math.inf
         self.history: list[dict[str, Any]] = []
 
@@ -219,10 +220,17 @@ class Trainer:
         state = load_train_state(ckpt_dir)
         self.encoder.load_state_dict(ckpt.encoder.state_dict())
         self.decoder.load_state_dict(ckpt.decoder.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.start_epoch = int(state["epoch"]) + 1
-        self.best_val = float(state["best_val"])
-        self.history = list(state["history"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.start_epoch = int(state["epoch"]) + 1
+            self.best_val = float(state["best_val"])
+            self.history = list(state["history"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{ckpt_dir / 'train_state.pt'} is not a training state of this run "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        self.resumed = True
 
     # -- training -------------------------------------------------------------------------
     def _lr(self, step: int, steps_per_epoch: int) -> float:
@@ -294,6 +302,11 @@ class Trainer:
 
     def fit(self, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         cfg = self.cfg
+        if not self.resumed and (self.run_dir / "checkpoints" / "latest.json").exists():
+            raise TrainingError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
+                "another --out"
+            )
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

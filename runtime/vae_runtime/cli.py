@@ -1,0 +1,368 @@
+"""vae-run: the runtime's command line (argparse, no torch).
+
+Each subcommand is an entry in SUBCOMMANDS: a function that adds its arguments and a
+function that runs it and returns the exit status. To add one, write those two and append
+a line; ``model_options()`` and ``input_options()`` give the shared flags, ``load_vae()``
+and ``open_input()`` turn them into objects.
+
+A refusal (any VAEError, or an OSError on a path) prints one line, ``vae-run: error: ...``,
+and exits 2, like argparse's own usage errors. Tracebacks are left for genuine bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_path, save_npy
+from .errors import InputError, VAEError
+from .grid import save_grid
+from .sources import ImageSource, open_images
+from .vae import VAE
+
+PROG = "vae-run"
+EXIT_USAGE = 2
+
+
+# ---- shared options -------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def model_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("model")
+    group.add_argument(
+        "--model", metavar="DIR", help="model directory (default: $VAE_ONNX_MODEL, else shipped)"
+    )
+    group.add_argument("--variant", metavar="NAME", help="a variant listed in the manifest")
+    group.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
+    group.add_argument(
+        "--fallback", action="store_true", help="run on the CPU if --device is unavailable"
+    )
+    group.add_argument("--threads", type=positive_int, metavar="N", help="ORT intra-op threads")
+    return parent
+
+
+def input_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("input")
+    group.add_argument(
+        "--invert", action="store_true", help="images are dark ink on a light background"
+    )
+    group.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="in a folder, skip files that are not readable images (default: fail)",
+    )
+    group.add_argument("--batch-size", type=positive_int, default=256, metavar="N")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parent
+
+
+def load_vae(args: argparse.Namespace) -> VAE:
+    return VAE(
+        args.model,
+        variant=args.variant,
+        providers=args.device,
+        threads=args.threads,
+        fallback=args.fallback,
+        batch_size=getattr(args, "batch_size", 256),
+    )
+
+
+def open_input(args: argparse.Namespace, path: str) -> ImageSource:
+    return open_images(path, invert=args.invert, skip_bad=args.skip_bad)
+
+
+@contextmanager
+def progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[Any]:
+    from tqdm import tqdm  # lazy: only the streaming commands draw a bar
+
+    enabled = not getattr(args, "no_progress", True) and sys.stderr.isatty()
+    with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled) as bar:
+        yield bar
+
+
+def report_skipped(source: ImageSource) -> None:
+    if source.skipped:
+        print(f"{PROG}: skipped {len(source.skipped)} unreadable file(s):", file=sys.stderr)
+        for path, _reason in source.skipped[:10]:
+            print(f"  {path}", file=sys.stderr)
+
+
+# ---- subcommands ----------------------------------------------------------------------------
+
+
+def add_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
+    p.add_argument("--seed", type=seed_int, default=0, help="default 0")
+    p.add_argument("--out", type=Path, help="PNG grid to write")
+    p.add_argument("--npy", type=Path, help=".npy file for the (n, 1, 28, 28) float32 images")
+    p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if args.out is None and args.npy is None:
+        raise InputError("nothing to write: give --out grid.png and/or --npy images.npy")
+    images = load_vae(args).generate(args.n, seed=args.seed)
+    _write_images(images, args.out, args.npy, args.nrow)
+    return 0
+
+
+def _write_images(images: np.ndarray, out: Path | None, npy: Path | None, nrow: int) -> None:
+    if out is not None:
+        save_grid(images, out, nrow=nrow)
+        print(f"wrote {out}")
+    if npy is not None:
+        save_npy(npy, images)
+        print(f"wrote {npy}")
+
+
+def add_embed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="image file, folder of images, IDX file (.gz or raw) or .npy")
+    p.add_argument("--out", type=Path, required=True, help=".npy file for the (N, L) embeddings")
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    source = open_input(args, args.input)
+    vae = load_vae(args)
+    shape = (source.count, vae.latent_dim)
+    written = 0
+    # Embeddings go straight into a memory-mapped .npy beside the target, renamed when done,
+    # so memory stays at one batch and a failed run leaves no partial file.
+    with atomic_path(args.out) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        with progress(args, source.count, "embed") as bar:
+            for mu in vae.embed_iter(source.batches(args.batch_size)):
+                out[written : written + len(mu)] = mu
+                written += len(mu)
+                bar.update(len(mu))
+        out.flush()
+        del out
+        if written != source.count:  # files were skipped: keep only the rows written
+            _truncate_npy(tmp, written)
+    report_skipped(source)
+    print(f"wrote {args.out}: {written} embeddings of size {vae.latent_dim}")
+    return 0
+
+
+def _truncate_npy(path: Path, rows: int) -> None:
+    full = np.load(path, mmap_mode="r")
+    part = path.with_name(path.name + ".part")
+    try:
+        out = np.lib.format.open_memmap(
+            part, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:])
+        )
+        for start in range(0, rows, 65536):
+            stop = min(start + 65536, rows)
+            out[start:stop] = full[start:stop]
+        out.flush()
+        del out, full
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def add_reconstruct(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="image file, folder of images, IDX file or .npy")
+    p.add_argument("--out", type=Path, help="PNG grid: rows of originals above reconstructions")
+    p.add_argument("--npy", type=Path, help=".npy file for the reconstructions")
+    p.add_argument("--n", type=positive_int, default=32, help="use the first n images (32)")
+    p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    if args.out is None and args.npy is None:
+        raise InputError("nothing to write: give --out grid.png and/or --npy recon.npy")
+    source = open_input(args, args.input)
+    vae = load_vae(args)
+    chunks, have = [], 0
+    for batch in source.batches(min(args.batch_size, args.n)):
+        chunks.append(batch[: args.n - have])
+        have += len(chunks[-1])
+        if have >= args.n:
+            break
+    if not have:
+        raise InputError(f"{args.input}: holds no images")
+    x = np.concatenate(chunks)
+    recon = vae.reconstruct(x)
+    report_skipped(source)
+    if args.out is not None:
+        # Pair each row of originals with the row of their reconstructions.
+        rows = []
+        for start in range(0, len(x), args.nrow):
+            rows += [x[start : start + args.nrow], recon[start : start + args.nrow]]
+        pairs = np.concatenate(rows)
+        save_grid(pairs, args.out, nrow=args.nrow)
+        print(f"wrote {args.out}")
+    if args.npy is not None:
+        save_npy(args.npy, recon)
+        print(f"wrote {args.npy}")
+    return 0
+
+
+def add_interpolate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="first image (file, or .npy holding one image)")
+    p.add_argument("b", help="last image")
+    p.add_argument("--steps", type=positive_int, default=10, help="images, ends included (10)")
+    p.add_argument("--out", type=Path, help="PNG strip")
+    p.add_argument("--npy", type=Path, help=".npy file for the (steps, 1, 28, 28) images")
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    if args.out is None and args.npy is None:
+        raise InputError("nothing to write: give --out strip.png and/or --npy images.npy")
+    a = open_input(args, args.a).read()
+    b = open_input(args, args.b).read()
+    images = load_vae(args).interpolate(a, b, steps=args.steps)
+    _write_images(images, args.out, args.npy, nrow=args.steps)
+    return 0
+
+
+def add_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="image file, folder of images, IDX file or .npy")
+    p.add_argument(
+        "--k", type=positive_int, default=1, help="importance samples (1: negative ELBO)"
+    )
+    p.add_argument("--seed", type=seed_int, default=0, help="default 0")
+    p.add_argument("--out", type=Path, help=".npy file for the per-image scores (float64)")
+
+
+def run_score(args: argparse.Namespace) -> int:
+    source = open_input(args, args.input)
+    vae = load_vae(args)
+    rng = np.random.default_rng(args.seed)  # one stream across batches: batch size is moot
+    parts = []
+    with progress(args, source.count, "score") as bar:
+        for batch in source.batches(args.batch_size):
+            parts.append(vae.score(batch, k=args.k, rng=rng))
+            bar.update(len(batch))
+    report_skipped(source)
+    scores = np.concatenate(parts) if parts else np.zeros(0)
+    if not len(scores):
+        raise InputError(f"{args.input}: holds no images")
+    if args.out is not None:
+        save_npy(args.out, scores)
+    what = "negative ELBO" if args.k == 1 else f"importance-weighted bound (k={args.k})"
+    print(f"mean {what}: {scores.mean():.4f} nats over {len(scores)} images")
+    return 0
+
+
+def add_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = load_vae(args).info
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    for key, value in info.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        print(f"{key}: {text}")
+    return 0
+
+
+Subcommand = tuple[
+    str, str, Sequence[str], Callable[[argparse.ArgumentParser], None], Callable[..., int]
+]
+# (name, help, shared option groups, add arguments, run)
+SUBCOMMANDS: list[Subcommand] = [
+    ("generate", "decode samples of the prior", ("model",), add_generate, run_generate),
+    ("embed", "write the embeddings (mu) of images", ("model", "input"), add_embed, run_embed),
+    (
+        "reconstruct",
+        "encode and decode images",
+        ("model", "input"),
+        add_reconstruct,
+        run_reconstruct,
+    ),
+    (
+        "interpolate",
+        "decode a path between two images",
+        ("model", "input"),
+        add_interpolate,
+        run_interpolate,
+    ),
+    ("score", "per-image negative ELBO in nats", ("model", "input"), add_score, run_score),
+    ("info", "describe the model and the providers in use", ("model",), add_info, run_info),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run an exported vae-onnx model.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = {"model": model_options(), "input": input_options()}
+    for name, help_text, groups, add, run in SUBCOMMANDS:
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[shared[g] for g in groups]
+        )
+        add(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _show_warning(
+    message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None
+) -> None:
+    print(f"{PROG}: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.run(args))
+        except VAEError as exc:
+            message = str(exc)
+        except BrokenPipeError:  # e.g. `vae-run info | head -1`: not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush stays quiet
+            return 0
+        except OSError as exc:  # e.g. an output folder we may not write to
+            where = f"{exc.filename}: " if exc.filename else ""
+            message = f"{where}{exc.strerror or exc}"
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

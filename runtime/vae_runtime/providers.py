@@ -1,0 +1,194 @@
+"""Choosing ONNX Runtime execution providers and building sessions.
+
+Providers may be given as ORT names, ``(name, options)`` pairs, or the shorthands "cpu" and
+"cuda" (CUDA, then CPU). A provider that this onnxruntime build lacks is refused up front
+(ORT itself would silently fall back to CPU) unless ``fallback=True``; when a session still
+ends up without a provider that was asked for, a :class:`ProviderWarning` says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from .errors import InputError, ModelFormatError, ProviderError, ProviderWarning
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+SHORTHANDS: dict[str, tuple[str, ...]] = {"cpu": (CPU,), "cuda": (CUDA, CPU), "gpu": (CUDA, CPU)}
+# Distributions that all install the `onnxruntime` module; two at once overwrite each other.
+ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-qnn",
+)
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+ProviderSpec = str | tuple[str, dict[str, Any]]
+Providers = str | Sequence[ProviderSpec] | None
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+@functools.cache
+def installed_ort_distributions() -> tuple[str, ...]:
+    """The onnxruntime* distributions installed beside the imported `onnxruntime` (once per
+    process). A listing of that folder rules out the usual single install; importlib.metadata
+    (34 ms to import, a tenth of the cold-start budget) confirms only a suspected clash."""
+    site = Path(ort.__file__).resolve().parents[1]
+    try:
+        names = {
+            entry.name.split("-")[0].lower().replace("_", "-")
+            for entry in os.scandir(site)
+            if entry.name.lower().startswith("onnxruntime")
+            and entry.name.endswith((".dist-info", ".egg-info"))
+        }
+    except OSError:
+        names = set(ORT_DISTRIBUTIONS)
+    if len(names) <= 1:
+        return tuple(names)
+    import importlib.metadata as md
+
+    found = []
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        found.append(name)
+    return tuple(found)
+
+
+def warn_if_conflicting_install() -> None:
+    found = installed_ort_distributions()
+    if len(found) > 1:
+        warnings.warn(
+            f"several ONNX Runtime distributions are installed ({', '.join(found)}); they share "
+            "the `onnxruntime` module and break each other. Keep exactly one: "
+            "pip install 'vae-onnx[cpu]' or 'vae-onnx[gpu]'",
+            ProviderWarning,
+            stacklevel=3,
+        )
+
+
+def resolve_providers(providers: Providers, fallback: bool = False) -> list[ProviderSpec]:
+    """The provider list to hand to ORT, checked against what this build offers."""
+    if providers is None:
+        return [CPU]
+    if isinstance(providers, str) or _is_pair(providers):
+        items: list[Any] = [providers]
+    elif isinstance(providers, (list, tuple)):
+        items = list(providers)
+    else:
+        raise ProviderError(f"providers must be a name or a list, got {providers!r}")
+    if not items:
+        raise ProviderError("providers is empty; omit it to run on the CPU")
+    available = available_providers()
+    resolved: list[ProviderSpec] = []
+    missing: list[str] = []
+    for item in items:
+        for spec in _expand(item):
+            name = spec if isinstance(spec, str) else spec[0]
+            if any(name == (r if isinstance(r, str) else r[0]) for r in resolved):
+                continue
+            if name not in available:
+                missing.append(name)
+                continue
+            resolved.append(spec)
+    if missing and not fallback:
+        raise ProviderError(
+            f"execution provider(s) {', '.join(missing)} not available in this onnxruntime "
+            f"build; available: {', '.join(available)}"
+            + (
+                " (install vae-onnx[gpu] instead of vae-onnx[cpu] for CUDA)"
+                if CUDA in missing
+                else ""
+            )
+        )
+    if missing:
+        warnings.warn(
+            f"execution provider(s) {', '.join(missing)} not available; "
+            f"falling back to {CPU} (available: {', '.join(available)})",
+            ProviderWarning,
+            stacklevel=3,
+        )
+    if not resolved or (missing and all(_name(r) != CPU for r in resolved)):
+        resolved.append(CPU)
+    return resolved
+
+
+def _is_pair(item: Any) -> bool:
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], dict)
+    )
+
+
+def _name(spec: ProviderSpec) -> str:
+    return spec if isinstance(spec, str) else spec[0]
+
+
+def _expand(item: Any) -> list[ProviderSpec]:
+    if isinstance(item, str):
+        return list(SHORTHANDS.get(item.lower(), (item,)))
+    if _is_pair(item):
+        return [(item[0], dict(item[1]))]
+    raise ProviderError(
+        f"a provider must be a name or a (name, options) pair, got {item!r}; "
+        "e.g. 'cpu', 'cuda', 'CUDAExecutionProvider' or ('CUDAExecutionProvider', {'device_id': 0})"
+    )
+
+
+def session_options(threads: int | None, optimization: str) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InputError(f"threads must be an integer >= 0 (0 = ORT default), got {threads!r}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # the graphs are sequential; no second pool needed
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise InputError(
+            f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {optimization!r}"
+        )
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
+    options.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; we warn instead
+    return options
+
+
+def create_session(
+    model: bytes, path: Path, providers: list[ProviderSpec], options: ort.SessionOptions
+) -> ort.InferenceSession:
+    """A session from verified model bytes; a graph ORT cannot load is a ModelFormatError."""
+    try:
+        session = ort.InferenceSession(model, sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFormatError(f"{path}: ONNX Runtime cannot load it ({reason})") from None
+    wanted = [_name(p) for p in providers if _name(p) != CPU]
+    active = session.get_providers()
+    lost = [name for name in wanted if name not in active]
+    if lost:
+        warnings.warn(
+            f"{path.name}: asked for {', '.join(lost)} but the session runs on "
+            f"{', '.join(active)} (provider failed to initialise; check CUDA/cuDNN install)",
+            ProviderWarning,
+            stacklevel=3,
+        )
+    return session

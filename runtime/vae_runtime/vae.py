@@ -1,0 +1,344 @@
+"""The :class:`VAE`: a checked model directory, two ONNX Runtime sessions and numpy around them.
+
+A VAE holds no mutable state after ``__init__`` (randomness comes from the caller's seed or
+Generator), and ``InferenceSession.run`` is thread-safe, so one instance can serve any
+number of threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+
+from . import likelihood as lik
+from .errors import InputError
+from .grid import save_grid
+from .inputs import Images, as_images, as_latents, check_latents, count
+from .model_dir import (
+    Manifest,
+    check_session,
+    contract,
+    load_manifest,
+    read_verified,
+    resolve_model_dir,
+)
+from .providers import (
+    Providers,
+    available_providers,
+    create_session,
+    resolve_providers,
+    session_options,
+    warn_if_conflicting_install,
+)
+from .sampling import check_eps, clamp_logvar, make_rng, reparameterize
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+DEFAULT_BATCH_SIZE = 256
+IMAGE_SHAPE = (1, 28, 28)
+ENCODER_OUTPUTS = ["mu", "logvar"]
+DECODER_OUTPUTS = ["x_hat"]
+
+
+class VAE:
+    """A variational autoencoder served by ONNX Runtime.
+
+    ``path``: a model directory (docs/model-format.md); None: $VAE_ONNX_MODEL, else the
+    shipped default model. ``variant``: a name under the manifest's ``variants`` (e.g.
+    "int8"). ``providers``: "cpu" (default), "cuda", ORT provider names or (name, options)
+    pairs; one this onnxruntime lacks raises ProviderError unless ``fallback=True``.
+    ``threads``: ORT intra-op threads (None: ORT's default). ``optimization``: ORT graph
+    optimization level, "disable", "basic", "extended" or "all". ``batch_size``: largest
+    batch handed to ORT at once; bigger inputs run in chunks.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        variant: str | None = None,
+        providers: Providers = None,
+        threads: int | None = None,
+        fallback: bool = False,
+        optimization: str = "all",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        directory = resolve_model_dir(path)
+        self._manifest: Manifest = load_manifest(directory)
+        self._variant = variant
+        self._batch_size = count(batch_size, "batch_size")
+        files = self._manifest.graph_files(variant)
+        warn_if_conflicting_install()
+        self._providers_requested = resolve_providers(providers, fallback)
+        options = session_options(threads, optimization)
+        self._threads = threads
+        sessions = {}
+        for role in ("encoder", "decoder"):
+            graph_path = directory / files[role]
+            data = read_verified(self._manifest, files[role])
+            session = create_session(data, graph_path, self._providers_requested, options)
+            check_session(session, contract(role, self.latent_dim), self._manifest, graph_path)
+            sessions[role] = session
+        self._encoder: ort.InferenceSession = sessions["encoder"]
+        self._decoder: ort.InferenceSession = sessions["decoder"]
+        self._files = {role: directory / rel for role, rel in files.items()}
+
+    # ---- facts ---------------------------------------------------------------------------
+
+    @property
+    def latent_dim(self) -> int:
+        return self._manifest.latent_dim
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A copy of manifest.json as loaded."""
+        return copy.deepcopy(dict(self._manifest.raw))
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What is loaded and how it runs: manifest facts, files, providers in use."""
+        raw = self._manifest.raw
+        facts: dict[str, Any] = {
+            "name": self._manifest.name,
+            "arch": self._manifest.arch,
+            "latent_dim": self.latent_dim,
+            "likelihood": copy.deepcopy(raw["likelihood"]),
+            "format_version": self._manifest.format_version,
+            "model_dir": str(self._manifest.directory),
+            "variant": self._variant,
+            "variants": sorted(self._manifest.variants),
+            "files": {role: str(path) for role, path in self._files.items()},
+            "providers": list(self._encoder.get_providers()),
+            "decoder_providers": list(self._decoder.get_providers()),
+            "providers_requested": [
+                p if isinstance(p, str) else p[0] for p in self._providers_requested
+            ],
+            "providers_available": available_providers(),
+            "threads": self._threads,
+            "batch_size": self._batch_size,
+            "onnxruntime": ort.__version__,
+        }
+        for key in ("dataset", "training", "export", "versions", "created", "parity", "quality"):
+            if key in raw:
+                facts[key] = copy.deepcopy(raw[key])
+        return facts
+
+    def __repr__(self) -> str:
+        return (
+            f"VAE({self._manifest.name!r}, latent_dim={self.latent_dim}, "
+            f"variant={self._variant!r}, providers={self._encoder.get_providers()})"
+        )
+
+    # ---- the two graphs ------------------------------------------------------------------
+
+    def _chunk(self, batch_size: int | None) -> int:
+        return self._batch_size if batch_size is None else count(batch_size, "batch_size")
+
+    def encode(
+        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, logvar) of the approximate posterior, float32 (N, L) each."""
+        x = as_images(images, invert)
+        bs = self._batch_size if batch_size is None else count(batch_size, "batch_size")
+        if 0 < len(x) <= bs:  # the common case, kept short: it is the per-call overhead
+            mu, logvar = self._encoder.run(ENCODER_OUTPUTS, {"x": x})
+            return mu, logvar
+        if len(x) == 0:
+            empty = np.zeros((0, self.latent_dim), np.float32)
+            return empty, empty.copy()
+        mu = np.empty((len(x), self.latent_dim), np.float32)
+        logvar = np.empty_like(mu)
+        for start in range(0, len(x), bs):
+            mu[start : start + bs], logvar[start : start + bs] = self._encoder.run(
+                ENCODER_OUTPUTS, {"x": x[start : start + bs]}
+            )
+        return mu, logvar
+
+    def embed(
+        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+    ) -> np.ndarray:
+        """The deterministic embedding: mu, float32 (N, L)."""
+        return self.encode(images, invert=invert, batch_size=batch_size)[0]
+
+    def embed_iter(
+        self, batches: Iterable[Images], *, invert: bool = False, batch_size: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Embed a stream of image batches lazily; yields one (n, L) array per chunk.
+
+        Each item may be anything :meth:`encode` accepts; items larger than ``batch_size``
+        are split, so memory stays at one chunk (e.g. ``vae.embed_iter(open_images(p).batches())``).
+        """
+        bs = self._chunk(batch_size)
+        for item in batches:
+            x = as_images(item, invert)
+            for start in range(0, len(x), bs):
+                yield self._encoder.run(("mu",), {"x": x[start : start + bs]})[0]
+
+    def decode(self, z: ArrayLike, *, batch_size: int | None = None) -> np.ndarray:
+        """Bernoulli means / Gaussian means of p(x|z), float32 (N, 1, 28, 28) in [0, 1]."""
+        z = as_latents(z, self.latent_dim)
+        bs = self._batch_size if batch_size is None else count(batch_size, "batch_size")
+        if 0 < len(z) <= bs:
+            return self._decoder.run(DECODER_OUTPUTS, {"z": z})[0]
+        if len(z) == 0:
+            return np.zeros((0, *IMAGE_SHAPE), np.float32)
+        out = np.empty((len(z), *IMAGE_SHAPE), np.float32)
+        for start in range(0, len(z), bs):
+            out[start : start + bs] = self._decoder.run(
+                DECODER_OUTPUTS, {"z": z[start : start + bs]}
+            )[0]
+        return out
+
+    # ---- sampling ------------------------------------------------------------------------
+
+    def sample(
+        self,
+        mu: ArrayLike,
+        logvar: ArrayLike,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        eps: ArrayLike | None = None,
+    ) -> np.ndarray:
+        """z = mu + exp(0.5 * clamp(logvar, -30, 20)) * eps, float32.
+
+        Shape (N, L); with ``n``, n samples per input: (N, n, L). ``eps`` (that shape)
+        injects the noise; otherwise it is drawn as standard normal float32 from
+        ``default_rng(seed)`` or ``rng`` (neither: fresh entropy).
+        """
+        mu = check_latents(mu, self.latent_dim, "mu")
+        logvar = check_latents(logvar, self.latent_dim, "logvar")
+        if mu.shape != logvar.shape:
+            raise InputError(f"mu {mu.shape} and logvar {logvar.shape} differ in shape")
+        shape: tuple[int, ...] = mu.shape
+        if n is not None:
+            shape = (len(mu), count(n, "n"), self.latent_dim)
+        elif eps is not None and np.ndim(eps) == 3:
+            shape = (len(mu), int(np.shape(eps)[1]), self.latent_dim)
+        if eps is not None:
+            if seed is not None or rng is not None:
+                raise InputError("pass eps or seed/rng, not both")
+            noise = check_eps(eps, shape)
+        else:
+            noise = make_rng(seed, rng).standard_normal(shape, dtype=np.float32)
+        return reparameterize(mu, logvar, noise)
+
+    def generate(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """n images decoded from z ~ N(0, I), float32 (n, 1, 28, 28)."""
+        n = count(n, "n")
+        z = make_rng(seed, rng).standard_normal((n, self.latent_dim), dtype=np.float32)
+        return self.decode(z, batch_size=batch_size)
+
+    def reconstruct(
+        self,
+        images: Images,
+        *,
+        sample: bool = False,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        invert: bool = False,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """decode(mu), or decode(a posterior sample) with ``sample=True``; (N, 1, 28, 28)."""
+        mu, logvar = self.encode(images, invert=invert, batch_size=batch_size)
+        z = self.sample(mu, logvar, seed=seed, rng=rng) if sample else mu
+        return self.decode(z, batch_size=batch_size)
+
+    def interpolate(
+        self, a: Images, b: Images, steps: int = 10, *, invert: bool = False
+    ) -> np.ndarray:
+        """Decode ``steps`` evenly spaced points from mu(a) to mu(b), both ends included;
+        a and b are one image each. Returns (steps, 1, 28, 28)."""
+        steps = count(steps, "steps", minimum=2)
+        pair = []
+        for name, image in (("a", a), ("b", b)):
+            x = as_images(image, invert)
+            if len(x) != 1:
+                raise InputError(f"interpolate: {name} must be exactly one image, got {len(x)}")
+            pair.append(x)
+        mu = self.embed(np.concatenate(pair))
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.decode((1.0 - t) * mu[0] + t * mu[1])
+
+    # ---- likelihood ----------------------------------------------------------------------
+
+    def score(
+        self,
+        images: Images,
+        *,
+        k: int = 1,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        eps: ArrayLike | None = None,
+        invert: bool = False,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Per-image negative ELBO in nats (k=1), float64 (N,); lower is more likely.
+
+        k=1: -log p(x|z) + KL(q(z|x) || N(0, I)) with z = mu + std * eps (closed-form KL).
+        k>1: the importance-weighted bound -log mean_k p(x, z_k) / q(z_k|x), tighter as k
+        grows. ``eps`` of shape (N, L) (k=1) or (N, k, L) injects the noise; otherwise it is
+        drawn from ``default_rng(seed)`` or ``rng``, as in :meth:`sample` with n=k.
+        """
+        x = as_images(images, invert)
+        k = count(k, "k")
+        n = len(x)
+        if eps is not None:
+            if seed is not None or rng is not None:
+                raise InputError("pass eps or seed/rng, not both")
+            eps_shape = (
+                (n, self.latent_dim) if k == 1 and np.ndim(eps) == 2 else (n, k, self.latent_dim)
+            )
+            noise = check_eps(eps, eps_shape).reshape(n, k, self.latent_dim)
+            draw = None
+        else:
+            noise = None
+            draw = make_rng(seed, rng)
+        # Rows sent to the decoder per chunk stay at batch_size however large k is.
+        per_chunk = max(1, self._chunk(batch_size) // k)
+        scores = np.empty(n, np.float64)
+        for start in range(0, n, per_chunk):
+            xs = x[start : start + per_chunk]
+            mu, logvar = self.encode(xs, batch_size=per_chunk)
+            logvar = clamp_logvar(logvar)
+            if noise is not None:
+                e = noise[start : start + per_chunk]
+            else:
+                assert draw is not None
+                e = draw.standard_normal((len(xs), k, self.latent_dim), dtype=np.float32)
+            z = reparameterize(mu, logvar, e)
+            x_hat = self.decode(z.reshape(-1, self.latent_dim), batch_size=len(xs) * k)
+            recon = lik.reconstruction_nll(
+                x_hat, np.repeat(xs, k, axis=0), self._manifest.likelihood, self._manifest.sigma
+            ).reshape(len(xs), k)
+            if k == 1:
+                scores[start : start + len(xs)] = recon[:, 0] + lik.kl_to_standard_normal(
+                    mu, logvar
+                )
+            else:
+                scores[start : start + len(xs)] = lik.importance_weighted_bound(recon, z, e, logvar)
+        return scores
+
+    # ---- output --------------------------------------------------------------------------
+
+    @staticmethod
+    def save_grid(
+        images: Images, path: str | os.PathLike[str], nrow: int = 8, pad: int = 2
+    ) -> Path:
+        """Write images as a PNG grid atomically (see :func:`vae_runtime.save_grid`)."""
+        return save_grid(images, path, nrow=nrow, pad=pad)

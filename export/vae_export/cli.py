@@ -32,7 +32,8 @@ def export_parser() -> argparse.ArgumentParser:
         description="Export a training run to a model directory (encoder.onnx, decoder.onnx, "
         "manifest.json, checkpoints/), validated against PyTorch before anything is written. "
         "Subcommands: 'vae-export verify MODEL_DIR' re-checks an existing directory; "
-        "'vae-export quantize MODEL_DIR' adds an int8 variant.",
+        "'vae-export quantize MODEL_DIR' adds an int8 variant; 'vae-export bench PATH' "
+        "compares PyTorch eager and the runtime.",
     )
     p.add_argument("run", type=Path, help="run directory (or a checkpoint folder)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
@@ -113,6 +114,32 @@ def run_quantize(argv: list[str]) -> int:
     return 0
 
 
+def bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vae-export bench",
+        description="PyTorch eager against vae_runtime on the same weights, in one process, "
+        "alternating; prints throughput per batch size and the runtime/torch ratio.",
+    )
+    p.add_argument("path", type=Path, help="model directory, or a run directory to export")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="for exporting a run directory")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 64, 256, 1024])
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def run_bench(argv: list[str]) -> int:
+    args = bench_parser().parse_args(argv)
+    import json
+
+    from vae_export import bench
+
+    rows = bench.run(args.path, args.data_dir, args.batch_sizes, args.threads, args.rounds)
+    print(json.dumps(rows, indent=2) if args.json else bench.format_rows(rows, args.threads))
+    return 0
+
+
 def run_export(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     from vae_export.exporter import export_model_dir
@@ -157,7 +184,7 @@ def run_verify(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"verify": run_verify, "quantize": run_quantize}
+COMMANDS = {"verify": run_verify, "quantize": run_quantize, "bench": run_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

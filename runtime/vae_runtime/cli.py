@@ -295,7 +295,111 @@ def run_info(args: argparse.Namespace) -> int:
 Subcommand = tuple[
     str, str, Sequence[str], Callable[[argparse.ArgumentParser], None], Callable[..., int]
 ]
+
+
 # (name, help, shared option groups, add arguments, run)
+def add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", nargs="?", help="model directory (default: --model or shipped)")
+    p.add_argument("--data-dir", required=True, help="folder with the dataset's IDX files")
+    p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
+    p.add_argument(
+        "--k",
+        type=positive_int,
+        default=1,
+        help="importance samples for the IW bound (1: the ELBO only)",
+    )
+    p.add_argument("--neighbours", type=int, default=5, help="k of the k-NN accuracy (0: skip)")
+    p.add_argument(
+        "--ood-dataset",
+        choices=("mnist", "fashion-mnist"),
+        help="also report the AUROC of score() against this dataset's test set",
+    )
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--limit", type=positive_int, help="use only the first N test images")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--no-progress", action="store_true")  # fmt: skip
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    if args.model_dir:
+        args.model = args.model_dir
+    vae = load_vae(args)
+    show = not args.no_progress and sys.stderr.isatty()
+    say = (lambda msg: print(f"  {msg} ...", file=sys.stderr)) if show else None
+    result = evaluate(vae, args.data_dir, args.dataset, k=args.k, seed=args.seed,
+                      neighbours=args.neighbours, ood_dataset=args.ood_dataset,
+                      limit=args.limit, progress=say)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{vae.info['name']} on {result['dataset']} test ({result['test_images']} images)")
+    rows = [("negative ELBO (k=1)", f"{result['test_nelbo']:.3f} nats")]
+    if "test_iw_bound" in result:
+        rows.append((f"IW bound (k={result['iw_k']})", f"{result['test_iw_bound']:.3f} nats"))
+    if "knn_accuracy" in result:
+        rows.append(
+            (f"{result['knn_k']}-NN accuracy on mu", f"{100 * result['knn_accuracy']:.2f}%")
+        )
+    if "ood_auroc" in result:
+        rows.append((f"OOD AUROC vs {result['ood_dataset']}", f"{result['ood_auroc']:.5f}"))
+    for label, value in rows:
+        print(f"  {label + ':':30} {value}")
+    print(f"  ({result['seconds']:.1f} s)")
+    return 0
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("batch sizes must be >= 1")
+    return sizes
+
+
+def add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-sizes", type=_sizes, default=[1, 64, 256, 1024])
+    p.add_argument("--seconds", type=float, default=1.0, help="time budget per measurement")
+    p.add_argument(
+        "--cold-start",
+        type=int,
+        default=7,
+        metavar="RUNS",
+        help="fresh processes for the cold-start figure (0: skip)",
+    )
+    p.add_argument(
+        "--stream",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also embed N synthetic IDX images in a child process (peak RSS)",
+    )
+    p.add_argument("--json", action="store_true")  # fmt: skip
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench import dumps, format_report
+    from .bench import run_bench as bench
+
+    report = bench(
+        args.model,
+        variant=args.variant,
+        threads=args.threads,
+        batch_sizes=args.batch_sizes,
+        budget_s=args.seconds,
+        cold_runs=args.cold_start,
+        stream=args.stream,
+        providers=args.device,
+    )
+    print(dumps(report) if args.json else format_report(report))
+    return 0
+
+
 SUBCOMMANDS: list[Subcommand] = [
     ("generate", "decode samples of the prior", ("model",), add_generate, run_generate),
     ("embed", "write the embeddings (mu) of images", ("model", "input"), add_embed, run_embed),
@@ -315,7 +419,11 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
     ("score", "per-image negative ELBO in nats", ("model", "input"), add_score, run_score),
     ("info", "describe the model and the providers in use", ("model",), add_info, run_info),
-]
+    ("evaluate", "test negative ELBO, IW bound, k-NN accuracy, OOD AUROC", ("model",),
+     add_evaluate, run_evaluate),
+    ("bench", "throughput, latency, GFLOP/s, cold start and memory", ("model",), add_bench,
+     run_bench),
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -156,8 +156,15 @@ def _expand(item: Any) -> list[ProviderSpec]:
     )
 
 
-def session_options(threads: int | None, optimization: str) -> ort.SessionOptions:
+def session_options(
+    threads: int | None, optimization: str, spinning: bool = True
+) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    if not spinning:
+        # Idle ORT threads otherwise spin for a while after each run, taking the cores from
+        # whatever runs next in the process (torch, in benchmarks and export validation).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise InputError(f"threads must be an integer >= 0 (0 = ORT default), got {threads!r}")

@@ -56,7 +56,8 @@ class VAE:
     pairs; one this onnxruntime lacks raises ProviderError unless ``fallback=True``.
     ``threads``: ORT intra-op threads (None: ORT's default). ``optimization``: ORT graph
     optimization level, "disable", "basic", "extended" or "all". ``batch_size``: largest
-    batch handed to ORT at once; bigger inputs run in chunks.
+    batch handed to ORT at once; bigger inputs run in chunks. ``spinning=False`` stops idle
+    ORT threads from busy-waiting (for processes where other heavy work shares the cores).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class VAE:
         fallback: bool = False,
         optimization: str = "all",
         batch_size: int = DEFAULT_BATCH_SIZE,
+        spinning: bool = True,
     ) -> None:
         directory = resolve_model_dir(path)
         self._manifest: Manifest = load_manifest(directory)
@@ -77,7 +79,7 @@ class VAE:
         files = self._manifest.graph_files(variant)
         warn_if_conflicting_install()
         self._providers_requested = resolve_providers(providers, fallback)
-        options = session_options(threads, optimization)
+        options = session_options(threads, optimization, spinning)
         self._threads = threads
         sessions = {}
         for role in ("encoder", "decoder"):

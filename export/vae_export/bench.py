@@ -1,0 +1,90 @@
+"""``vae-export bench``: the same weights in PyTorch eager and in the runtime, side by side.
+
+Both run in one process with the same thread count, alternating round by round so that
+drift in machine load hits both alike; each figure is the median over rounds of the
+per-round median call time. ORT thread spinning is off, as in export validation:
+spinning ORT threads would steal the cores from the torch calls that follow.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vae_export.errors import ExportError
+from vae_export.exporter import CHECKPOINT_SUBDIR, export_model_dir
+from vae_runtime import VAE
+from vae_runtime.bench import time_calls
+from vae_train.checkpoint import CheckpointError, load_checkpoint
+
+
+def _median_time(fn: Any, budget_s: float) -> float:
+    return float(np.median(time_calls(fn, budget_s, min_calls=5)))
+
+
+def compare(
+    model_dir: Path, batch_sizes: Sequence[int], threads: int, rounds: int = 5,
+    budget_s: float = 0.4,
+) -> list[dict[str, Any]]:  # fmt: skip
+    try:
+        ckpt = load_checkpoint(model_dir / CHECKPOINT_SUBDIR)
+    except CheckpointError as exc:
+        raise ExportError(f"cannot bench {model_dir}: {exc}") from None
+    torch.set_num_threads(threads)
+    vae = VAE(model_dir, threads=threads, spinning=False, batch_size=max(batch_sizes))
+    flops = {r: vae.manifest["graphs"][r].get("flops_per_image") for r in ("encoder", "decoder")}
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in batch_sizes:
+        x = rng.random((b, 1, 28, 28), dtype=np.float32)
+        z = rng.standard_normal((b, vae.latent_dim), dtype=np.float32)
+        xt, zt = torch.from_numpy(x), torch.from_numpy(z)
+        ops = {
+            "encode": (partial(ckpt.encoder, xt), partial(vae.encode, x), flops["encoder"]),
+            "decode": (partial(ckpt.decoder, zt), partial(vae.decode, z), flops["decoder"]),
+        }
+        for op, (torch_fn, ort_fn, f) in ops.items():
+            t_torch, t_ort = [], []
+            with torch.inference_mode():
+                for _ in range(rounds):
+                    t_torch.append(_median_time(torch_fn, budget_s))
+                    t_ort.append(_median_time(ort_fn, budget_s))
+            tt, to = float(np.median(t_torch)), float(np.median(t_ort))
+            rows.append({"op": op, "batch": b, "torch_per_s": b / tt, "runtime_per_s": b / to,
+                         "ratio": tt / to,
+                         "torch_gflops": f * b / tt / 1e9 if f else None,
+                         "runtime_gflops": f * b / to / 1e9 if f else None})  # fmt: skip
+    return rows
+
+
+def resolve_model_dir(path: Path, data_dir: str | Path, tmp: Path) -> Path:
+    """A model directory as is, or a run directory exported to a temporary one."""
+    if (path / "manifest.json").is_file():
+        return path
+    return export_model_dir(path, tmp / "model", data_dir=data_dir).out_dir
+
+
+def format_rows(rows: list[dict[str, Any]], threads: int) -> str:
+    head = (f"{'op':7} {'batch':>6} {'torch img/s':>12} {'runtime img/s':>14} {'ratio':>7} "
+            f"{'torch GFLOP/s':>14} {'runtime GFLOP/s':>16}")  # fmt: skip
+    lines = [f"PyTorch {torch.__version__} eager vs vae_runtime, {threads} threads", head,
+             "-" * len(head)]  # fmt: skip
+    for r in rows:
+        g1 = f"{r['torch_gflops']:14.1f}" if r["torch_gflops"] else f"{'-':>14}"
+        g2 = f"{r['runtime_gflops']:16.1f}" if r["runtime_gflops"] else f"{'-':>16}"
+        lines.append(f"{r['op']:7} {r['batch']:6d} {r['torch_per_s']:12,.0f} "
+                     f"{r['runtime_per_s']:14,.0f} {r['ratio']:6.2f}x {g1} {g2}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(path: Path, data_dir: str | Path, batch_sizes: Sequence[int], threads: int,
+        rounds: int = 5) -> list[dict[str, Any]]:  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = resolve_model_dir(path, data_dir, Path(tmp))
+        return compare(model_dir, batch_sizes, threads, rounds)

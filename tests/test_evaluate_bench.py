@@ -1,0 +1,131 @@
+"""vae-run evaluate (against PyTorch and brute force) and the two benchmark commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vae_export.cli import main as export_main
+from vae_runtime import VAE
+from vae_runtime.bench import format_report, run_bench, write_synthetic_idx
+from vae_runtime.cli import main as run_main
+from vae_runtime.evaluate import auroc, evaluate, knn_accuracy, load_split
+from vae_runtime.idx import read_idx_header
+from vae_train.checkpoint import load_checkpoint
+from vae_train.losses import negative_elbo
+from vae_train.models import reparameterize
+
+
+def brute_knn(index, labels, queries, qlabels, k):
+    correct = 0
+    for q, want in zip(queries, qlabels, strict=True):
+        d = ((index - q) ** 2).sum(1)
+        near = np.argsort(d, kind="stable")[:k]
+        votes = labels[near]
+        counts = np.bincount(votes, minlength=10)
+        best = set(np.flatnonzero(counts == counts.max()))
+        label = next(v for v in votes if v in best)
+        correct += label == want
+    return correct / len(queries)
+
+
+def test_knn_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    index = rng.standard_normal((300, 4)).astype(np.float32)
+    labels = rng.integers(0, 10, 300)
+    queries = rng.standard_normal((90, 4)).astype(np.float32)
+    qlabels = rng.integers(0, 10, 90)
+    for k in (1, 3, 5):
+        got = knn_accuracy(index, labels, queries, qlabels, k, chunk=17)
+        assert got == pytest.approx(brute_knn(index, labels, queries, qlabels, k))
+    # Well-separated clusters are classified perfectly.
+    centers = np.eye(10, 4 * 10, dtype=np.float32) * 50
+    lab = np.repeat(np.arange(10), 20)
+    pts = centers[lab] + rng.standard_normal((200, 40)).astype(np.float32)
+    assert knn_accuracy(pts, lab, pts[::7] + 0.1, lab[::7], 5) == 1.0
+
+
+def test_auroc_matches_pairwise_definition() -> None:
+    rng = np.random.default_rng(1)
+    neg = np.round(rng.standard_normal(200), 1)  # rounding makes ties
+    pos = np.round(rng.standard_normal(150) + 1.0, 1)
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert auroc(neg, pos) == pytest.approx(pairs)
+    assert auroc(np.zeros(5), np.ones(5)) == 1.0
+    assert auroc(np.ones(5), np.zeros(5)) == 0.0
+
+
+def test_evaluate_agrees_with_pytorch(model_dir_factory, data_dir: Path) -> None:
+    model_dir = model_dir_factory("conv", 2)
+    vae = VAE(model_dir)
+    result = evaluate(vae, data_dir, k=1, seed=5, neighbours=0, limit=300)
+    # The same figure computed by the training code in torch, from the directory's
+    # checkpoints, with the same eps (evaluate draws it from default_rng(seed)).
+    ckpt = load_checkpoint(model_dir / "checkpoints")
+    images, _ = load_split(data_dir, "mnist", "test")
+    x = torch.from_numpy(images[:300].astype(np.float32) / 255.0).unsqueeze(1)
+    eps = np.random.default_rng(5).standard_normal((300, 2), np.float32)
+    with torch.no_grad():
+        mu, logvar = ckpt.encoder(x)
+        x_hat = ckpt.decoder(reparameterize(mu, logvar, torch.from_numpy(eps)))
+        expected = negative_elbo(x_hat, x, mu, logvar).loss.mean().item()
+    assert result["test_images"] == 300
+    assert abs(result["test_nelbo"] - expected) <= 0.05
+    assert abs(result["test_nelbo"] - expected) / expected <= 1e-4
+
+
+def test_evaluate_cli_reports_every_figure(model_dir_factory, data_dir: Path, capsys) -> None:
+    model_dir = model_dir_factory("mlp", 2)
+    code = run_main(["evaluate", str(model_dir), "--data-dir", str(data_dir), "--k", "3",
+                     "--limit", "200", "--ood-dataset", "fashion-mnist", "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_images"] == 200
+    # The IW bound with k samples is tighter on average than the one-sample ELBO.
+    assert result["test_iw_bound"] < result["test_nelbo"] + 1.0
+    assert 0.0 <= result["knn_accuracy"] <= 1.0 and 0.0 <= result["ood_auroc"] <= 1.0
+
+
+def test_evaluate_cli_refuses_missing_data(model_dir_factory, tmp_path: Path, capsys) -> None:
+    code = run_main(["evaluate", str(model_dir_factory("mlp", 2)), "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not found" in err[0]
+
+
+def test_synthetic_idx_is_valid(tmp_path: Path) -> None:
+    write_synthetic_idx(tmp_path / "x.idx", 2500, chunk=1000)
+    header = read_idx_header(tmp_path / "x.idx")
+    assert (header.count, header.rows, header.cols) == (2500, 28, 28)
+
+
+@pytest.mark.slow
+def test_runtime_bench_report(model_dir_factory) -> None:
+    model_dir = str(model_dir_factory("conv", 20))
+    report = run_bench(model_dir, threads=1, batch_sizes=(1, 8), budget_s=0.05, cold_runs=1,
+                       stream=1500)  # fmt: skip
+    rows = {(r["op"], r["batch"]): r for r in report["throughput"]}
+    assert set(rows) == {(op, b) for op in ("encode", "decode", "generate") for b in (1, 8)}
+    flops = VAE(model_dir).manifest["graphs"]["encoder"]["flops_per_image"]
+    r = rows[("encode", 8)]
+    assert r["gflops"] == pytest.approx(flops * 8 / (r["p50_ms"] / 1e3) / 1e9)
+    assert r["p99_ms"] >= r["p50_ms"] > 0
+    assert report["streaming"]["output_shape"] == [1500, 20]
+    assert report["cold_start"]["peak_rss_mb"] > 0
+    text = format_report(report)
+    assert "cold start" in text and "streaming embed" in text and "GFLOP/s" in text
+
+
+@pytest.mark.slow
+def test_export_bench_compares_torch_and_runtime(model_dir_factory, capsys) -> None:
+    model_dir = model_dir_factory("mlp", 2)
+    code = export_main(["bench", str(model_dir), "--batch-sizes", "4", "--rounds", "1",
+                        "--threads", "1", "--json"])  # fmt: skip
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["op"] for r in rows} == {"encode", "decode"}
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["runtime_per_s"] / r["torch_per_s"])

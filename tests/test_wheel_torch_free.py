@@ -1,0 +1,76 @@
+"""The wheel, installed alone with its runtime dependencies in a fresh virtual environment:
+no torch, no onnx, and the same outputs as the in-repo runtime."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vae_runtime import VAE
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory) -> Path:
+    if not (REPO / "artifacts" / "mnist-conv-z20" / "manifest.json").is_file():
+        pytest.fail("artifacts/mnist-conv-z20 is missing: the wheel ships it as the default model")
+    root = tmp_path_factory.mktemp("wheel")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(root / "dist"), str(REPO)])  # fmt: skip
+    (wheel,) = (root / "dist").glob("vae_onnx-*.whl")
+    venv = root / "venv"
+    run([sys.executable, "-m", "venv", str(venv)])
+    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c",
+         str(REPO / "constraints.txt"), f"{wheel}[cpu]"])  # fmt: skip
+    return venv
+
+
+def test_wheel_installs_without_torch_or_onnx(wheel_venv: Path) -> None:
+    proc = run([str(wheel_venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"])
+    installed = {line.split("==")[0].lower() for line in proc.stdout.splitlines()}
+    assert "vae-onnx" in installed and "onnxruntime" in installed
+    assert not installed & {"torch", "onnx", "onnxscript", "safetensors", "pooch"}
+    code = "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('onnx'))"
+    assert run([str(wheel_venv / "bin" / "python"), "-c", code]).stdout.split() == ["None"] * 2
+
+
+def test_wheel_cli_matches_in_repo_runtime(wheel_venv: Path, tmp_path: Path, data_dir) -> None:
+    from PIL import Image
+
+    from vae_runtime.idx import iter_idx_images
+
+    images = next(iter_idx_images(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz", chunk=12))
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+    env = {k: v for k, v in os.environ.items() if k != "VAE_ONNX_MODEL"}
+    bin_ = wheel_venv / "bin"
+    # Run outside the repository so that nothing can be picked up from the checkout.
+    run([str(bin_ / "vae-run"), "generate", "--n", "16", "--seed", "3", "--threads", "1",
+         "--out", str(tmp_path / "g.png"), "--npy", str(tmp_path / "g.npy")],
+        cwd=tmp_path, env=env)  # fmt: skip
+    run([str(bin_ / "vae-run"), "embed", str(folder), "--threads", "1", "--out",
+         str(tmp_path / "e.npy")], cwd=tmp_path, env=env)  # fmt: skip
+    info = run([str(bin_ / "vae-run"), "info", "--json"], cwd=tmp_path, env=env).stdout
+    assert "site-packages" in info, "the wheel's runtime must load its own bundled model"
+
+    here = VAE(threads=1)
+    assert here.info["name"] == "mnist-conv-z20"
+    np.testing.assert_array_equal(np.load(tmp_path / "g.npy"), here.generate(16, seed=3))
+    files = sorted(folder.glob("*.png"))
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), here.embed(files))

@@ -23,26 +23,26 @@ def data_dir() -> Path:
 def model_dir_factory(tmp_path_factory, data_dir):
     """``make(arch, latent_dim)`` -> a model directory exported from freshly initialised
     weights (seeded), cached for the session. Needs torch (the ``train`` extra)."""
-    cache: dict[tuple[str, int, bool], Path] = {}
+    cache: dict[tuple[str, int, bool, bool], Path] = {}
 
-    def make(arch: str = "conv", latent_dim: int = 20, subpixel: bool = True) -> Path:
-        key = (arch, latent_dim, subpixel)
+    def make(
+        arch: str = "conv", latent_dim: int = 20, subpixel: bool = True,
+        self_contained: bool = False,
+    ) -> Path:  # fmt: skip
+        key = (arch, latent_dim, subpixel, self_contained)
         if key not in cache:
-            cache[key] = export_fresh_model(
-                tmp_path_factory.mktemp(f"{arch}-z{latent_dim}"),
-                data_dir,
-                arch,
-                latent_dim,
-                subpixel,
-            )
+            root = tmp_path_factory.mktemp(f"{arch}-z{latent_dim}")
+            cache[key] = export_fresh_model(root, data_dir, arch, latent_dim, subpixel,
+                                            self_contained)  # fmt: skip
         return cache[key]
 
     return make
 
 
 def export_fresh_model(
-    root: Path, data_dir: Path, arch: str, latent_dim: int, subpixel: bool = True
-) -> Path:
+    root: Path, data_dir: Path, arch: str, latent_dim: int, subpixel: bool = True,
+    self_contained: bool = False,
+) -> Path:  # fmt: skip
     import torch
 
     from vae_export import export_model_dir
@@ -57,5 +57,6 @@ def export_fresh_model(
     }  # fmt: skip
     save_checkpoint(root / "run", enc, dec, config, {"epoch": 0}, epoch=0)
     out = root / "model"
-    export_model_dir(root / "run", out, data_dir=data_dir, subpixel=subpixel)
+    export_model_dir(root / "run", out, data_dir=data_dir, subpixel=subpixel,
+                     self_contained=self_contained)  # fmt: skip
     return out

@@ -82,6 +82,27 @@ def test_dynamic_batch_runs(model_dir_factory, batch: int) -> None:
     assert x_hat.min() >= 0 and x_hat.max() <= 1
 
 
+def test_shared_weights_shrink_graphs_and_self_contained_opt_out(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    run = make_run(tmp_path / "run", "conv", 20)
+    shared = export_model_dir(run, tmp_path / "shared", data_dir=data_dir).out_dir
+    alone = export_model_dir(
+        run, tmp_path / "alone", data_dir=data_dir, self_contained=True
+    ).out_dir
+    ckpt = (shared / "checkpoints/encoder.safetensors").stat().st_size
+    assert (shared / "encoder.onnx").stat().st_size < 0.01 * ckpt
+    assert (alone / "encoder.onnx").stat().st_size > ckpt
+    manifest = json.loads((alone / "manifest.json").read_text())
+    assert manifest["graphs"]["encoder"]["external_data"] == []
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    outs = []
+    for d in (shared, alone):
+        sess = ort.InferenceSession(str(d / "encoder.onnx"), providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {"x": x}))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+
+
 def test_random_op_detector_finds_injected_node(model_dir_factory) -> None:
     dec = onnx.load(model_dir_factory("conv", 20) / "decoder.onnx")
     node = onnx.helper.make_node("RandomNormal", [], ["noise"], shape=[1], name="eps")
@@ -184,9 +205,9 @@ def test_failed_validation_leaves_existing_directory_identical(
 def test_reexport_replaces_directory(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "model"
     export_model_dir(make_run(tmp_path / "a", seed=1), out, data_dir=data_dir)
-    first = (out / "encoder.onnx").read_bytes()
+    first = (out / "checkpoints/encoder.safetensors").read_bytes()
     export_model_dir(make_run(tmp_path / "b", seed=2), out, data_dir=data_dir)
-    assert (out / "encoder.onnx").read_bytes() != first
+    assert (out / "checkpoints/encoder.safetensors").read_bytes() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "model"]
 
 

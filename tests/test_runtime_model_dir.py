@@ -92,9 +92,28 @@ def test_exported_directory_loads_and_reports_manifest_facts(conv_dir):
     assert vae.info["name"] == manifest["name"]
 
 
-def test_checkpoints_may_be_absent(model):
-    shutil.rmtree(model / "checkpoints")
+def test_checkpoint_config_may_be_absent(model):
+    (model / "checkpoints" / "config.json").unlink()  # only vae-export verify reads it
     assert VAE(model, threads=1).latent_dim == L
+
+
+def test_shared_weights_file_is_required(model):
+    (model / "checkpoints" / "decoder.safetensors").unlink()
+    refused(model, "decoder.safetensors", "missing")
+
+
+def test_tampered_shared_weights_are_refused(model):
+    path = model / "checkpoints" / "encoder.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    refused(model, "encoder.safetensors", "sha256")
+
+
+def test_self_contained_directory_needs_no_checkpoints(model_dir_factory, tmp_path):
+    d = Path(shutil.copytree(model_dir_factory("conv", L, self_contained=True), tmp_path / "m"))
+    shutil.rmtree(d / "checkpoints")
+    assert VAE(d, threads=1).latent_dim == L
 
 
 def test_path_to_manifest_file_means_its_folder(conv_dir):
@@ -274,14 +293,19 @@ def test_decoder_graph_of_another_latent_size(model, mlp_dir):
     refused(model, "decoder.onnx", "latent size 5", f"latent_dim {L}")
 
 
-def test_swapped_graphs(model):
-    """encoder.onnx and decoder.onnx exchanged (and resealed): names and metadata disagree."""
+@pytest.mark.parametrize("self_contained", [False, True])
+def test_swapped_graphs(model_dir_factory, tmp_path, self_contained):
+    """encoder.onnx and decoder.onnx exchanged (and resealed): with shared weights the
+    encoder slot's graph asks for the decoder's weights; self-contained, names disagree."""
+    source = model_dir_factory("conv", L, self_contained=self_contained)
+    model = Path(shutil.copytree(source, tmp_path / "model"))
     enc, dec = (model / "encoder.onnx").read_bytes(), (model / "decoder.onnx").read_bytes()
     (model / "encoder.onnx").write_bytes(dec)
     (model / "decoder.onnx").write_bytes(enc)
     reseal(model, "encoder.onnx")
     reseal(model, "decoder.onnx")
-    refused(model, "encoder.onnx", "inputs are ['z']")
+    reason = "inputs are ['z']" if self_contained else "checkpoints/decoder.safetensors"
+    refused(model, "encoder.onnx", reason)
 
 
 # ---- refusals: the graphs themselves --------------------------------------------------------
@@ -549,7 +573,7 @@ def test_fuzz_mutated_manifest_loads_or_is_refused(conv_dir, data):
         parent[path[-1]] = data.draw(json_values)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(
-            shutil.copytree(conv_dir, Path(tmp) / "m", ignore=shutil.ignore_patterns("checkpoints"))
+            shutil.copytree(conv_dir, Path(tmp) / "m", ignore=shutil.ignore_patterns("config.json"))
         )
         write_manifest(d, m)
         try:
@@ -567,7 +591,7 @@ def test_fuzz_mutated_manifest_loads_or_is_refused(conv_dir, data):
 def test_fuzz_arbitrary_graph_bytes(conv_dir, data):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(
-            shutil.copytree(conv_dir, Path(tmp) / "m", ignore=shutil.ignore_patterns("checkpoints"))
+            shutil.copytree(conv_dir, Path(tmp) / "m", ignore=shutil.ignore_patterns("config.json"))
         )
         (d / "encoder.onnx").write_bytes(data)
         reseal(d, "encoder.onnx")

@@ -61,7 +61,13 @@ def export_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep ConvTranspose nodes instead of the faster sub-pixel form",
     )
-    return p  # fmt: skip
+    p.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="keep all weights inside the .onnx files instead of reading the shared ones "
+        "from checkpoints/ (about twice the size)",
+    )
+    return p
 
 
 def verify_parser() -> argparse.ArgumentParser:
@@ -147,7 +153,7 @@ def run_export(argv: list[str]) -> int:
     result = export_model_dir(
         args.run, args.out, data_dir=args.data_dir, name=args.name, opset=args.opset,
         subpixel=not args.no_subpixel, which=args.checkpoint, tolerance=args.tolerance,
-        command=shlex.join(["vae-export", *argv]),
+        command=shlex.join(["vae-export", *argv]), self_contained=args.self_contained,
     )  # fmt: skip
     print(f"wrote {result.out_dir} in {result.seconds:.1f}s")
     for rel, entry in result.manifest["files"].items():

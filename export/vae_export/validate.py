@@ -30,10 +30,18 @@ class ParityRow:
     mean_abs: float
 
 
-def ort_session(model: bytes | str, threads: int | None = None) -> ort.InferenceSession:
+def ort_session(
+    model: bytes | str, threads: int | None = None, external: dict[str, bytes] | None = None
+) -> ort.InferenceSession:
     """A CPU session with thread spinning off: spinning ORT threads starve torch when both
-    run in one process."""
+    run in one process. ``external``: external-data files (location -> bytes) of a graph
+    given as bytes; a graph given as a path finds them beside itself."""
     opts = ort.SessionOptions()
+    if external:
+        names = list(external)
+        opts.add_external_initializers_from_files_in_memory(
+            names, [external[n] for n in names], [len(external[n]) for n in names]
+        )
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads:

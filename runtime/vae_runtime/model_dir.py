@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -76,6 +76,12 @@ class Manifest:
     files: Mapping[str, FileEntry]
     variants: Mapping[str, Mapping[str, str]]  # variant -> role -> relative file
     raw: Mapping[str, Any]
+    # role -> files the default graph reads its external-data weights from (the checkpoints)
+    external: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def external_files(self, role: str, variant: str | None = None) -> tuple[str, ...]:
+        """Files whose bytes ``role``'s graph needs as external data (variants: none)."""
+        return () if variant is not None else tuple(self.external.get(role, ()))
 
     def graph_files(self, variant: str | None = None) -> dict[str, str]:
         """role -> relative file of ``variant`` (None: the graphs listed under ``graphs``)."""
@@ -269,6 +275,13 @@ def load_manifest(directory: Path) -> Manifest:
         graphs[role] = _graph_file(
             graphs_obj[role].get("file"), files, where, f"graphs.{role}.file"
         )
+    external: dict[str, tuple[str, ...]] = {}
+    for role in ("encoder", "decoder"):
+        listed = graphs_obj[role].get("external_data", [])
+        what = f"graphs.{role}.external_data"
+        if not isinstance(listed, list):
+            raise _fail(where, f"{what} must be a list of files")
+        external[role] = tuple(_listed_file(rel, files, where, what) for rel in listed)
     # Said first and in these words, because it is the mistake a hand-edited manifest makes.
     enc_l = _declared_latent(graphs_obj["encoder"], "outputs", "mu")
     dec_l = _declared_latent(graphs_obj["decoder"], "inputs", "z")
@@ -301,11 +314,19 @@ def load_manifest(directory: Path) -> Manifest:
         files=files,
         variants=variants,
         raw=raw,
+        external=external,
     )
 
 
 def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _listed_file(rel: Any, files: Mapping[str, FileEntry], where: Path, what: str) -> str:
+    rel = check_relative_path(rel, where)
+    if rel not in files:
+        raise _fail(where, f"{what} names {rel!r}, which is not listed under 'files'")
+    return rel
 
 
 def _graph_file(rel: Any, files: Mapping[str, FileEntry], where: Path, what: str) -> str:
@@ -321,7 +342,7 @@ def _graph_file(rel: Any, files: Mapping[str, FileEntry], where: Path, what: str
 
 
 def read_verified(manifest: Manifest, rel: str) -> bytes:
-    """The bytes of graph file ``rel`` once its location, size and sha256 are checked.
+    """The bytes of file ``rel`` once its location, size and sha256 are checked.
 
     The bytes are handed to ONNX Runtime as they are, so the file cannot change between
     the check and the load.

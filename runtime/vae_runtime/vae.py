@@ -79,12 +79,20 @@ class VAE:
         files = self._manifest.graph_files(variant)
         warn_if_conflicting_install()
         self._providers_requested = resolve_providers(providers, fallback)
-        options = session_options(threads, optimization, spinning)
         self._threads = threads
         sessions = {}
         for role in ("encoder", "decoder"):
             graph_path = directory / files[role]
             data = read_verified(self._manifest, files[role])
+            options = session_options(threads, optimization, spinning)
+            # Weights the graph shares with the checkpoint: verified bytes, given from memory.
+            external = {rel: read_verified(self._manifest, rel)
+                        for rel in self._manifest.external_files(role, variant)}  # fmt: skip
+            if external:
+                names = list(external)
+                options.add_external_initializers_from_files_in_memory(
+                    names, [external[n] for n in names], [len(external[n]) for n in names]
+                )
             session = create_session(data, graph_path, self._providers_requested, options)
             check_session(session, contract(role, self.latent_dim), self._manifest, graph_path)
             sessions[role] = session

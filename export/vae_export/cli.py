@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vae_export import validate
 from vae_export.errors import ExportError, ValidationError
+from vae_runtime.errors import VAEError
 
 DEFAULT_DATA_DIR = os.environ.get("VAE_ONNX_DATA_DIR", "data")
 
@@ -33,7 +34,8 @@ def export_parser() -> argparse.ArgumentParser:
         "manifest.json, checkpoints/), validated against PyTorch before anything is written. "
         "Subcommands: 'vae-export verify MODEL_DIR' re-checks an existing directory; "
         "'vae-export quantize MODEL_DIR' adds an int8 variant; 'vae-export bench PATH' "
-        "compares PyTorch eager and the runtime.",
+        "compares PyTorch eager and the runtime; 'vae-export figures' draws the README's "
+        "pictures.",
     )
     p.add_argument("run", type=Path, help="run directory (or a checkpoint folder)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
@@ -60,6 +62,14 @@ def export_parser() -> argparse.ArgumentParser:
         "--no-subpixel",
         action="store_true",
         help="keep ConvTranspose nodes instead of the faster sub-pixel form",
+    )
+    p.add_argument(
+        "--evaluate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also evaluate (torch-free: test ELBO, IW bound with K samples, 5-NN accuracy, "
+        "OOD AUROC) and record the figures in the manifest",
     )
     p.add_argument(
         "--self-contained",
@@ -146,6 +156,26 @@ def run_bench(argv: list[str]) -> int:
     return 0
 
 
+def figures_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vae-export figures",
+        description="Draw the README's pictures from the shipped model directories.",
+    )
+    p.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
+    p.add_argument("--out", type=Path, default=Path("docs/figures"))
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    return p
+
+
+def run_figures(argv: list[str]) -> int:
+    args = figures_parser().parse_args(argv)
+    from vae_export.figures import make_all
+
+    for path in make_all(args.artifacts, args.out, Path(args.data_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
 def run_export(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     from vae_export.exporter import export_model_dir
@@ -154,11 +184,17 @@ def run_export(argv: list[str]) -> int:
         args.run, args.out, data_dir=args.data_dir, name=args.name, opset=args.opset,
         subpixel=not args.no_subpixel, which=args.checkpoint, tolerance=args.tolerance,
         command=shlex.join(["vae-export", *argv]), self_contained=args.self_contained,
+        evaluate_k=args.evaluate,
     )  # fmt: skip
     print(f"wrote {result.out_dir} in {result.seconds:.1f}s")
     for rel, entry in result.manifest["files"].items():
         print(f"  {rel:34} {entry['bytes']:>10,d} bytes  sha256 {entry['sha256'][:16]}")
     print(validate.format_table(result.parity))
+    q = result.manifest.get("quality")
+    if q:
+        print(f"quality: test negative ELBO {q['test_nelbo']:.3f}, IW bound (k={q['iw_k']}) "
+              f"{q['test_iw_bound']:.3f}, 5-NN {100 * q['knn_accuracy']:.2f}%, OOD AUROC "
+              f"vs {q['ood_dataset']} {q['ood_auroc']:.5f}")  # fmt: skip
     return 0
 
 
@@ -190,7 +226,12 @@ def run_verify(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"verify": run_verify, "quantize": run_quantize, "bench": run_bench}
+COMMANDS = {
+    "verify": run_verify,
+    "quantize": run_quantize,
+    "bench": run_bench,
+    "figures": run_figures,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"vae-export: validation failed, nothing written: {exc}", file=sys.stderr)
         return 1
-    except ExportError as exc:
+    except (ExportError, VAEError) as exc:
         print(f"vae-export: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,9 @@ import torch
 
 from vae_export import flops, graphs, manifest, shared_weights, validate
 from vae_export.errors import ExportError, ValidationError
+from vae_runtime import VAE
+from vae_runtime.errors import VAEError
+from vae_runtime.evaluate import evaluate
 from vae_train.checkpoint import (
     CONFIG_FILE,
     DECODER_FILE,
@@ -85,17 +88,27 @@ def _check_target(out_dir: Path) -> None:
         )
 
 
-def _load_back(tmp: Path) -> None:
+def _load_back(tmp: Path) -> VAE:
     """Load the assembled directory with the runtime, which checks the whole contract."""
     try:
-        from vae_runtime import VAE
-        from vae_runtime.errors import VAEError
-    except ImportError:  # the runtime is part of this distribution; absent only mid-build
-        return
-    try:
-        VAE(tmp, threads=1)
+        return VAE(tmp)
     except VAEError as exc:
         raise ValidationError(f"the runtime refused the exported directory: {exc}") from None
+
+
+def quality(vae: VAE, dataset: str, data_dir: str | Path, k: int) -> dict[str, Any]:
+    """The torch-free evaluator's figures (test ELBO, IW bound, 5-NN, OOD AUROC)."""
+    ood = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}.get(dataset)
+    try:
+        result = evaluate(vae, data_dir, dataset, k=k, seed=0, neighbours=5, ood_dataset=ood)
+    except VAEError as exc:
+        raise ExportError(f"evaluation failed: {exc}") from None
+    return {"evaluator": "vae-run evaluate", **result}
+
+
+def _run_dir(ckpt_dir: Path) -> Path | None:
+    """The run directory a checkpoint folder belongs to, if it is inside one."""
+    return ckpt_dir.parent.parent if ckpt_dir.parent.name == "checkpoints" else None
 
 
 def export_model_dir(
@@ -110,12 +123,14 @@ def export_model_dir(
     tolerance: float = validate.PARITY_TOLERANCE,
     command: str = "",
     self_contained: bool = False,
+    evaluate_k: int = 0,
 ) -> ExportResult:
     """Export the checkpoint (a run directory or a checkpoint folder) to ``out_dir``.
 
     By default the graphs read the weights they share with the checkpoints from the
     checkpoint files (see shared_weights); ``self_contained=True`` keeps every weight
-    inline, at about twice the directory size.
+    inline, at about twice the directory size. ``evaluate_k`` > 0 also runs the
+    torch-free evaluator (IW bound with that many samples) and records its figures.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -168,6 +183,12 @@ def export_model_dir(
         (tmp / CHECKPOINT_SUBDIR).mkdir()
         for fname, data in ckpt_bytes.items():
             (tmp / CHECKPOINT_SUBDIR / fname).write_bytes(data)
+        run_dir = _run_dir(ckpt.path)
+        log = None
+        if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
+            log = "training/metrics.jsonl"
+            (tmp / "training").mkdir()
+            shutil.copyfile(run_dir / "metrics.jsonl", tmp / log)
         files = {
             "encoder.onnx": manifest.file_entry(tmp, "encoder.onnx", "graph"),
             "decoder.onnx": manifest.file_entry(tmp, "decoder.onnx", "graph"),
@@ -178,6 +199,8 @@ def export_model_dir(
             f"{CHECKPOINT_SUBDIR}/{CONFIG_FILE}": manifest.file_entry(
                 tmp, f"{CHECKPOINT_SUBDIR}/{CONFIG_FILE}", "config"),
         }  # fmt: skip
+        if log:
+            files[log] = manifest.file_entry(tmp, log, "log")
         parity = {"tolerance": tolerance, **validate.maxima(rows),
                   "batch_sizes": list(validate.BATCH_SIZES),
                   "rows": validate.rows_as_dicts(rows)}  # fmt: skip
@@ -192,7 +215,10 @@ def export_model_dir(
             doc["graphs"][role]["graph_flops_per_image"] = flops.graph_flops(model)
             doc["graphs"][role]["external_data"] = sorted(external[role])
         (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
-        _load_back(tmp)
+        vae = _load_back(tmp)
+        if evaluate_k:
+            doc["quality"] = quality(vae, config.get("dataset", "mnist"), data_dir, evaluate_k)
+            (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

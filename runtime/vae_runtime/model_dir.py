@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"
 DEFAULT_MODEL_NAME = "mnist-conv-z20"
 ENV_MODEL = "VAE_ONNX_MODEL"
 IMAGE_SHAPE = (1, 28, 28)
-ROLES = ("graph", "checkpoint", "config")
+ROLES = ("graph", "checkpoint", "config", "log")
 LIKELIHOODS = ("bernoulli", "gaussian")
 META_PREFIX = "vae_onnx."
 

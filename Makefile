@@ -7,7 +7,11 @@ RUN_VENV := .venv-run
 DEV_VENV := .venv
 DEMO_OUT := demo-out
 
-.PHONY: demo test lint figures bench clean
+DATA_DIR ?= ../shared/datasets
+BIN := $(DEV_VENV)/bin
+TRAIN_FLAGS := --data-dir $(DATA_DIR) --lr-schedule cosine --val-size 5000 --seed 1 --threads 1 --no-progress
+
+.PHONY: demo test lint artifacts figures bench clean
 
 $(RUN_VENV)/.installed: pyproject.toml constraints.txt runtime artifacts/mnist-conv-z20
 	$(PYTHON) -m venv $(RUN_VENV)
@@ -31,6 +35,26 @@ lint: $(DEV_VENV)/.installed
 test: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/python -m pytest
+
+# Reproduces artifacts/ from the datasets (about 1.5 h on 2 cores); each manifest records
+# the exact commands below.
+artifacts: $(DEV_VENV)/.installed
+	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset mnist --epochs 60 $(TRAIN_FLAGS) --out runs/mnist-conv-z20
+	$(BIN)/vae-train --arch mlp --latent-dim 20 --dataset mnist --epochs 50 $(TRAIN_FLAGS) --out runs/mnist-mlp-z20
+	$(BIN)/vae-train --arch conv --latent-dim 2 --dataset mnist --epochs 30 $(TRAIN_FLAGS) --out runs/mnist-conv-z2
+	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset fashion-mnist --epochs 30 $(TRAIN_FLAGS) --out runs/fashion-mnist-conv-z20
+	for m in mnist-conv-z20 mnist-mlp-z20 mnist-conv-z2 fashion-mnist-conv-z20; do \
+	  $(BIN)/vae-export runs/$$m --out artifacts/$$m --data-dir $(DATA_DIR) --evaluate 100 && \
+	  $(BIN)/vae-export quantize artifacts/$$m --data-dir $(DATA_DIR) || exit 1; \
+	done
+
+figures: $(DEV_VENV)/.installed
+	$(BIN)/vae-export figures artifacts --out docs/figures --data-dir $(DATA_DIR)
+
+bench: $(DEV_VENV)/.installed
+	$(BIN)/vae-run bench --threads 2 --stream 100000
+	$(BIN)/vae-run bench --threads 2 --variant int8 --cold-start 0
+	$(BIN)/vae-export bench artifacts/mnist-conv-z20 --threads 2
 
 clean:
 	rm -rf $(RUN_VENV) $(DEV_VENV) $(DEMO_OUT) dist build .pytest_cache .ruff_cache .hypothesis

@@ -1,6 +1,6 @@
 """The VAE API against independent computations: bare ONNX Runtime sessions, numpy, and the
 training code's own PyTorch losses; sampling, reproducibility, grids and atomic writes,
-providers, thread-safety, per-call overhead and import weight."""
+providers, thread-safety and import weight."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -576,35 +575,13 @@ def test_one_vae_shared_by_eight_threads(vae):
     assert len(results) == 8
 
 
-def test_batch_one_overhead_over_a_bare_session(vae, bare):
-    """The wrapper adds <= 20% to session.run at batch 1 (best of interleaved rounds)."""
-    x = IMAGES[:1].copy()
-    z = RNG.standard_normal((1, L), dtype=np.float32)
-    pairs = [
-        (lambda: bare[0].run(None, {"x": x}), lambda: vae.encode(x)),
-        (lambda: bare[1].run(None, {"z": z}), lambda: vae.decode(z)),
-    ]
-    for raw, wrapped in pairs:
-        best_raw = best_wrapped = float("inf")
-        for _ in range(15):
-            for fn, which in ((raw, 0), (wrapped, 1)):
-                t0 = time.perf_counter()
-                for _ in range(50):
-                    fn()
-                dt = (time.perf_counter() - t0) / 50
-                if which == 0:
-                    best_raw = min(best_raw, dt)
-                else:
-                    best_wrapped = min(best_wrapped, dt)
-        assert best_wrapped <= 1.2 * best_raw, (best_wrapped, best_raw)
-
-
 # ---- import weight --------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_cold_start_is_light(conv_dir):
-    """A fresh process: import, load, generate 64. Pillow and tqdm stay unimported."""
+def test_cold_start_imports_stay_light(conv_dir):
+    """A fresh process: import, load, generate 64; Pillow and tqdm stay unimported. (Time
+    and memory of this path are benchmark figures: `vae-run bench` prints them.)"""
     code = textwrap.dedent(
         f"""
         import json, sys, time
@@ -624,7 +601,4 @@ def test_cold_start_is_light(conv_dir):
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
         ).stdout
     )
-    assert out["light"] and out["still_light"]
-    assert out["mb"] <= 120, out
-    # The target is 0.35 s; the bound leaves room for a loaded CI machine.
-    assert out["seconds"] <= 1.5, out
+    assert out["light"] and out["still_light"], out

@@ -1,0 +1,85 @@
+"""The int8 variant: `vae-export quantize`, its bounds, and every shipped int8 variant held
+to its documented tolerance against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vae_export import ValidationError
+from vae_export import quantize as q
+from vae_export.cli import main as export_main
+from vae_runtime import VAE
+from vae_runtime.evaluate import load_split
+from vae_train.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def model(model_dir_factory, tmp_path) -> Path:
+    return Path(shutil.copytree(model_dir_factory("mlp", 20), tmp_path / "model"))
+
+
+@pytest.mark.slow
+def test_quantize_adds_a_checked_variant(model: Path, data_dir: Path, capsys) -> None:
+    assert export_main(["quantize", str(model), "--data-dir", str(data_dir)]) == 0
+    assert "added int8 variant" in capsys.readouterr().out
+    manifest = json.loads((model / "manifest.json").read_text())
+    info = manifest["variants"]["int8"]
+    assert info["tolerance"] == {"mean_abs": 0.05}
+    assert info["quality"]["change"] <= 1.0
+    assert all(v["recipe"] in q.RECIPES for v in info["recipes"].values())
+    for role in ("encoder", "decoder"):
+        assert manifest["files"][info[role]]["role"] == "graph"
+        assert info["size_ratio"][role] >= 3.5
+    vae = VAE(model, variant="int8")
+    assert vae.info["variant"] == "int8"
+    assert export_main(["verify", str(model), "--variant", "int8", "--data-dir", str(data_dir),
+                        "--batch-sizes", "1,64"]) == 0  # fmt: skip
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quantize_refusal_leaves_directory_identical(
+    model: Path, data_dir: Path, monkeypatch
+) -> None:
+    before = tree_bytes(model)
+    monkeypatch.setattr(q, "INT8_TOLERANCE", {"mean_abs": 0.0})
+    with pytest.raises(ValidationError, match="mean abs"):
+        q.add_int8_variant(model, data_dir, calibration_size=200, eval_size=300)
+    assert tree_bytes(model) == before
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_int8_variant_within_its_tolerance(model_dir: Path, data_dir: Path) -> None:
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    info = manifest["variants"]["int8"]
+    assert info["quality"]["change"] <= q.MAX_NELBO_CHANGE
+    assert min(info["size_ratio"].values()) >= 3.5
+    vae = VAE(model_dir, variant="int8")
+    ckpt = load_checkpoint(model_dir / "checkpoints")
+    images, _ = load_split(data_dir, manifest["dataset"]["name"], "test")
+    x = images[:500, None].astype(np.float32) / 255
+    z = np.random.default_rng(0).standard_normal((500, vae.latent_dim)).astype(np.float32)
+    mu, logvar = vae.encode(x)
+    with torch.no_grad():
+        mu_t, logvar_t = (t.numpy() for t in ckpt.encoder(torch.from_numpy(x)))
+        x_hat_t = ckpt.decoder(torch.from_numpy(z)).numpy()
+    bound = info["tolerance"]["mean_abs"]
+    assert np.abs(mu - mu_t).mean() <= bound
+    assert np.abs(logvar - logvar_t).mean() <= bound
+    assert np.abs(vae.decode(z) - x_hat_t).mean() <= bound

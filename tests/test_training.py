@@ -533,3 +533,23 @@ def test_load_checkpoint_refuses_unreadable_files(run_copy: Path, tmp_path: Path
         load_checkpoint(tmp_path / "nothing")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_kl_warmup_weights_the_kl_term_and_resume_checks_it(tmp_path, data_dir) -> None:
+    from vae_train.trainer import TrainConfig, Trainer, TrainingError
+
+    cfg = TrainConfig(arch="mlp", latent_dim=2, data_dir=str(data_dir), epochs=2,
+                      limit_train=512, limit_test=128, threads=1, kl_warmup=1.5)  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    steps = trainer.steps_per_epoch
+    assert trainer._kl_weight(1, 0) == pytest.approx(1 / (1.5 * steps))
+    assert trainer._kl_weight(1, steps - 1) == pytest.approx(1 / 1.5)
+    assert trainer._kl_weight(2, steps - 1) == 1.0
+    assert Trainer(TrainConfig(data_dir=str(data_dir)), tmp_path / "x")._kl_weight(1, 0) == 1.0
+    trainer.fit(log=lambda _: None)
+    changed = TrainConfig(**{**cfg.__dict__, "kl_warmup": 0.0})
+    resumed = Trainer(changed, tmp_path / "run", progress=False)
+    with pytest.raises(TrainingError, match="kl_warmup"):
+        resumed.resume()
+    with pytest.raises(TrainingError, match="--kl-warmup"):
+        Trainer(TrainConfig(data_dir=str(data_dir), kl_warmup=-1), tmp_path / "y")

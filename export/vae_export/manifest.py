@@ -79,7 +79,8 @@ def build_manifest(
     parity: dict[str, Any],
     export_info: dict[str, Any],
 ) -> dict[str, Any]:
-    train_keys = ("epochs", "batch_size", "lr", "lr_schedule", "seed", "val_size", "patience")
+    train_keys = ("epochs", "batch_size", "lr", "lr_schedule", "seed", "val_size", "patience",
+                  "kl_warmup")  # fmt: skip
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images held out for model selection")  # fmt: skip
     p.add_argument("--patience", type=int, default=d.patience,
                    help="stop after this many epochs without validation improvement")  # fmt: skip
+    p.add_argument(
+        "--kl-warmup", type=float, default=d.kl_warmup, metavar="EPOCHS",
+        help="raise the KL weight linearly from 0 to 1 over this many epochs",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         likelihood=args.likelihood, sigma=args.sigma, val_size=args.val_size,
         patience=args.patience, limit_train=args.limit_train, limit_test=args.limit_test,
         threads=args.threads, command=shlex.join(["vae-train", *argv_used]),
+        kl_warmup=args.kl_warmup,
     )  # fmt: skip
     try:
         if args.download:

@@ -36,7 +36,7 @@ from vae_train.models import ARCHS, build_decoder, build_encoder, count_paramete
 # Settings that must not change when a run is resumed.
 RESUME_KEYS = (
     "arch", "latent_dim", "dataset", "likelihood", "sigma", "batch_size", "lr",
-    "lr_schedule", "seed", "val_size", "limit_train", "limit_test",
+    "lr_schedule", "seed", "val_size", "limit_train", "limit_test", "kl_warmup",
 )  # fmt: skip
 
 
@@ -60,6 +60,10 @@ class TrainConfig:
     sigma: float = 0.1  # Gaussian likelihood only
     val_size: int = 0  # images carved from the training set for model selection
     patience: int = 0  # early stopping on the validation loss (0 = off)
+    # Epochs over which the KL term's weight rises linearly from 0 to 1 (0 = off). Warm-up
+    # lets more latent units become active before the KL term can switch them off; the
+    # losses reported are always the true (weight 1) negative ELBO.
+    kl_warmup: float = 0.0
     limit_train: int | None = None  # use only the first N training images (smoke runs)
     limit_test: int | None = None
     threads: int | None = None
@@ -85,6 +89,8 @@ class TrainConfig:
                 raise TrainingError(f"--{name.replace('_', '-')} must be >= 1")
         if self.val_size < 0 or self.patience < 0:
             raise TrainingError("--val-size and --patience must be >= 0")
+        if not (self.kl_warmup >= 0 and math.isfinite(self.kl_warmup)):
+            raise TrainingError("--kl-warmup must be a number of epochs >= 0")
         if self.patience and not self.val_size:
             raise TrainingError("--patience needs a validation split (--val-size > 0)")
 
@@ -209,7 +215,8 @@ class Trainer:
             raise TrainingError(f"cannot resume: {exc}") from None
         ckpt = load_checkpoint(ckpt_dir)
         mine = asdict(self.cfg)
-        changed = [k for k in RESUME_KEYS if ckpt.config.get(k) != mine[k]]
+        defaults = asdict(TrainConfig())  # keys that older checkpoints do not record
+        changed = [k for k in RESUME_KEYS if ckpt.config.get(k, defaults[k]) != mine[k]]
         if self.cfg.lr_schedule == "cosine" and ckpt.config.get("epochs") != self.cfg.epochs:
             changed.append("epochs (the cosine schedule depends on it)")
         if changed:
@@ -233,6 +240,12 @@ class Trainer:
         self.resumed = True
 
     # -- training -------------------------------------------------------------------------
+    def _kl_weight(self, epoch: int, step: int) -> float:
+        if not self.cfg.kl_warmup:
+            return 1.0
+        done = (epoch - 1) * self.steps_per_epoch + step + 1
+        return min(1.0, done / (self.cfg.kl_warmup * self.steps_per_epoch))
+
     def _lr(self, step: int, steps_per_epoch: int) -> float:
         if self.cfg.lr_schedule == "constant":
             return self.cfg.lr
@@ -261,7 +274,7 @@ class Trainer:
             x_hat = self.decoder(reparameterize(mu, logvar, eps))
             try:
                 parts = negative_elbo(x_hat, x, mu, logvar, cfg.likelihood, cfg.sigma)
-                loss = parts.loss.sum()
+                loss = (parts.recon + self._kl_weight(epoch, step) * parts.kl).sum()
                 value = loss.item()
             except RuntimeError:  # BCE refuses NaN inputs
                 value = math.nan

@@ -163,16 +163,19 @@ def figures_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
     p.add_argument("--out", type=Path, default=Path("docs/figures"))
+    p.add_argument("--table-only", action="store_true", help="print the model table only")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     return p
 
 
 def run_figures(argv: list[str]) -> int:
     args = figures_parser().parse_args(argv)
-    from vae_export.figures import make_all
+    from vae_export.figures import make_all, model_table
 
-    for path in make_all(args.artifacts, args.out, Path(args.data_dir)):
-        print(f"wrote {path}")
+    if not args.table_only:
+        for path in make_all(args.artifacts, args.out, Path(args.data_dir)):
+            print(f"wrote {path}")
+    print(model_table(args.artifacts))
     return 0
 
 

@@ -109,6 +109,44 @@ def loss_curves(model_dirs: list[Path], out: Path) -> Path:
     return _save_plot(fig, out)
 
 
+def _dir_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+
+
+def model_table(artifacts: Path) -> str:
+    """The README's model table, in markdown, from the manifests of ``artifacts``."""
+    lines = [
+        "| model | arch | latent | parameters (enc + dec) | size | test neg. ELBO | "
+        "IW bound (k=100) | 5-NN | OOD AUROC | int8: ELBO change, size |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    dirs = sorted(p.parent for p in artifacts.glob("*/manifest.json"))
+    for d in dirs:
+        m = json.loads((d / "manifest.json").read_text())
+        q = m.get("quality", {})
+        params = m["training"].get("parameters", {})
+        int8 = m.get("variants", {}).get("int8")
+        cells = [
+            f"`{m['name']}` ({m['dataset']['name']})",
+            m["arch"],
+            str(m["latent_dim"]),
+            f"{params.get('encoder', 0):,} + {params.get('decoder', 0):,}",
+            f"{_dir_bytes(d) / 2**20:.1f} MB",
+            f"{q['test_nelbo']:.2f}" if "test_nelbo" in q else "-",
+            f"{q['test_iw_bound']:.2f}" if "test_iw_bound" in q else "-",
+            f"{100 * q['knn_accuracy']:.2f}%" if "knn_accuracy" in q else "-",
+            f"{q['ood_auroc']:.4f}" if "ood_auroc" in q else "-",
+            f"{int8['quality']['change']:+.2f} nats, {min(int8['size_ratio'].values()):.1f}x "
+            "smaller"
+            if int8
+            else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    total = sum(_dir_bytes(d) for d in dirs)
+    lines.append(f"\nAll of artifacts/: {total / 2**20:.1f} MB.")
+    return "\n".join(lines)
+
+
 def make_all(artifacts: Path, out: Path, data_dir: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     test, labels = load_split(data_dir, "mnist", "test")

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vae_export.errors import ExportError
-from vae_export.exporter import CHECKPOINT_SUBDIR, export_model_dir
+from vae_export.exporter import export_model_dir
+from vae_export.verify import model_checkpoint
 from vae_runtime import VAE
 from vae_runtime.bench import time_calls
-from vae_train.checkpoint import CheckpointError, load_checkpoint
 
 
 def _median_time(fn: Any, budget_s: float) -> float:
@@ -32,10 +31,7 @@ def compare(
     model_dir: Path, batch_sizes: Sequence[int], threads: int, rounds: int = 5,
     budget_s: float = 0.4,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    try:
-        ckpt = load_checkpoint(model_dir / CHECKPOINT_SUBDIR)
-    except CheckpointError as exc:
-        raise ExportError(f"cannot bench {model_dir}: {exc}") from None
+    ckpt = model_checkpoint(model_dir, "bench")
     torch.set_num_threads(threads)
     vae = VAE(model_dir, threads=threads, spinning=False, batch_size=max(batch_sizes))
     flops = {r: vae.manifest["graphs"][r].get("flops_per_image") for r in ("encoder", "decoder")}

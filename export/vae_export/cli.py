@@ -10,21 +10,10 @@ from pathlib import Path
 
 from vae_export import validate
 from vae_export.errors import ExportError, ValidationError
+from vae_runtime.cli import int_list
 from vae_runtime.errors import VAEError
 
 DEFAULT_DATA_DIR = os.environ.get("VAE_ONNX_DATA_DIR", "data")
-
-
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a comma-separated list of integers: {text!r}"
-        ) from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("batch sizes must be integers >= 1")
-    return sizes
 
 
 def export_parser() -> argparse.ArgumentParser:
@@ -87,7 +76,7 @@ def verify_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_dirs", type=Path, nargs="+")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    p.add_argument("--batch-sizes", type=_batch_sizes, default=list(validate.BATCH_SIZES))
+    p.add_argument("--batch-sizes", type=int_list, default=list(validate.BATCH_SIZES))
     p.add_argument("--variant", default=None, help="check a variant's graphs (e.g. int8)")
     p.add_argument(
         "--tolerance",
@@ -138,7 +127,7 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", type=Path, help="model directory, or a run directory to export")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="for exporting a run directory")
-    p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 64, 256, 1024])
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 64, 256, 1024])
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", action="store_true")

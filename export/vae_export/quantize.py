@@ -33,12 +33,11 @@ from onnxruntime.quantization import (
 
 from vae_export import validate
 from vae_export.errors import ExportError, ValidationError
-from vae_export.exporter import CHECKPOINT_SUBDIR, _swap_into_place, prior_latents
+from vae_export.exporter import _swap_into_place, prior_latents
 from vae_export.manifest import file_entry
-from vae_export.verify import check_files, read_manifest
+from vae_export.verify import check_files, model_checkpoint, read_manifest
 from vae_runtime import likelihood as lik
 from vae_runtime.sampling import clamp_logvar, reparameterize
-from vae_train.checkpoint import CheckpointError, load_checkpoint
 from vae_train.datasets import DatasetError, get_spec, load_split
 
 VARIANT = "int8"
@@ -140,10 +139,7 @@ def add_int8_variant(
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     manifest = read_manifest(model_dir)
     check_files(model_dir, manifest)
-    try:
-        ckpt = load_checkpoint(model_dir / CHECKPOINT_SUBDIR)
-    except CheckpointError as exc:
-        raise ExportError(f"cannot quantize {model_dir}: {exc}") from None
+    ckpt = model_checkpoint(model_dir, "quantize")
     dataset = manifest.get("dataset", {}).get("name") or "mnist"
     latent = int(manifest["latent_dim"])
     rng = np.random.default_rng(seed)

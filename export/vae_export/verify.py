@@ -12,7 +12,7 @@ from vae_export import validate
 from vae_export.errors import ExportError
 from vae_export.exporter import CHECKPOINT_SUBDIR, prior_latents, test_images
 from vae_export.manifest import sha256_file
-from vae_train.checkpoint import CheckpointError, load_checkpoint
+from vae_train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -34,6 +34,14 @@ def check_files(model_dir: Path, manifest: dict) -> None:
             raise ExportError(f"{path}: sha256 differs from the manifest (modified or damaged)")
 
 
+def model_checkpoint(model_dir: Path, purpose: str) -> Checkpoint:
+    """The PyTorch modules of the checkpoints a model directory carries."""
+    try:
+        return load_checkpoint(model_dir / CHECKPOINT_SUBDIR)
+    except CheckpointError as exc:
+        raise ExportError(f"cannot {purpose} {model_dir}: {exc}") from None
+
+
 def verify_model_dir(
     model_dir: str | Path,
     data_dir: str | Path | None = None,
@@ -44,10 +52,7 @@ def verify_model_dir(
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     check_files(model_dir, manifest)
-    try:
-        ckpt = load_checkpoint(model_dir / CHECKPOINT_SUBDIR)
-    except CheckpointError as exc:
-        raise ExportError(f"cannot verify {model_dir}: {exc}") from None
+    ckpt = model_checkpoint(model_dir, "verify")
     files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
     if variant:
         try:

@@ -350,7 +350,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sizes(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integers >= 1 (batch sizes)."""
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -363,7 +364,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-sizes", type=_sizes, default=[1, 64, 256, 1024])
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 64, 256, 1024])
     p.add_argument("--seconds", type=float, default=1.0, help="time budget per measurement")
     p.add_argument(
         "--cold-start",

@@ -129,3 +129,32 @@ def test_export_bench_compares_torch_and_runtime(model_dir_factory, capsys) -> N
     assert {r["op"] for r in rows} == {"encode", "decode"}
     for r in rows:
         assert r["ratio"] == pytest.approx(r["runtime_per_s"] / r["torch_per_s"])
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_model_evaluation_agrees_with_pytorch(model_dir: Path, data_dir: Path) -> None:
+    """vae-run evaluate's test negative ELBO on the whole test set, against the training
+    code's loss in torch with the same eps: within 0.05 nats."""
+    vae = VAE(model_dir)
+    dataset = vae.manifest["dataset"]["name"]
+    result = evaluate(vae, data_dir, dataset, k=1, seed=0, neighbours=0)
+    ckpt = load_checkpoint(model_dir / "checkpoints")
+    images, _ = load_split(data_dir, dataset, "test")
+    eps = np.random.default_rng(0).standard_normal((len(images), vae.latent_dim), np.float32)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(images), 2000):
+            x = torch.from_numpy(images[i : i + 2000, None].astype(np.float32) / 255.0)
+            mu, logvar = ckpt.encoder(x)
+            z = reparameterize(mu, logvar, torch.from_numpy(eps[i : i + 2000]))
+            total += negative_elbo(ckpt.decoder(z), x, mu, logvar).loss.double().sum().item()
+    assert result["test_images"] == len(images)
+    assert abs(result["test_nelbo"] - total / len(images)) <= 0.05
+    recorded = vae.manifest.get("quality", {})
+    if "test_nelbo" in recorded:  # what the manifest says is what the evaluator measures
+        assert abs(recorded["test_nelbo"] - result["test_nelbo"]) <= 1e-6

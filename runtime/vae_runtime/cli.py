@@ -286,8 +286,22 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
+    # The text form is for people: summaries of the long sections (--json has them whole).
+    summaries = {
+        "parity": lambda p: ", ".join(
+            f"{k} {p[k]:.1e}" for k in ("mu", "logvar", "x_hat") if k in p
+        ) + f" (max abs vs PyTorch, tolerance {p.get('tolerance')})",
+        "training": lambda t: f"{t.get('command', '')} (epoch {t.get('epoch')})",
+        "quality": lambda q: ", ".join(f"{k} {v:.4g}" for k, v in q.items()
+                                       if isinstance(v, float)),
+        "dataset": lambda d: str(d.get("name")),
+        "export": lambda e: str(e.get("command", "")),
+    }  # fmt: skip
     for key, value in info.items():
-        text = value if isinstance(value, str) else json.dumps(value)
+        if key in summaries and isinstance(value, dict):
+            text = summaries[key](value)
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
         print(f"{key}: {text}")
     return 0
 

@@ -173,6 +173,9 @@ def export_model_dir(
     rows = validate.encoder_parity(ckpt.encoder, enc_sess, images, "test images")
     rows += validate.decoder_parity(ckpt.decoder, dec_sess, prior_latents(latent_dim), "N(0,I)")
     validate.require_within(rows, tolerance)
+    lik_rows = validate.likelihood_parity(ckpt.encoder, ckpt.decoder, dec_sess, images,
+                                          manifest.likelihood_of(config))  # fmt: skip
+    validate.require_within(lik_rows, {"max_rel": validate.LIKELIHOOD_REL_TOLERANCE})
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -202,8 +205,11 @@ def export_model_dir(
         if log:
             files[log] = manifest.file_entry(tmp, log, "log")
         parity = {"tolerance": tolerance, **validate.maxima(rows),
+                  "likelihood_max_rel": max(r.max_rel for r in lik_rows),
+                  "likelihood_tolerance": validate.LIKELIHOOD_REL_TOLERANCE,
                   "batch_sizes": list(validate.BATCH_SIZES),
-                  "rows": validate.rows_as_dicts(rows)}  # fmt: skip
+                  "rows": validate.rows_as_dicts(rows + lik_rows)}  # fmt: skip
+        rows = rows + lik_rows
         export_info = {"command": command, "opset": opset, "subpixel_rewrites": rewritten,
                        "checkpoint_epoch": config.get("epoch"),
                        "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip

@@ -67,6 +67,8 @@ def verify_model_dir(
     if data_dir is not None:
         images = test_images(manifest.get("dataset", {}).get("name") or "mnist", data_dir, n)
         rows += validate.encoder_parity(ckpt.encoder, enc, images, "test images", batch_sizes)
+        rows += validate.likelihood_parity(ckpt.encoder, ckpt.decoder, dec, images,
+                                           manifest["likelihood"], batch_sizes)  # fmt: skip
     noise = np.random.default_rng(1).random((n, 1, 28, 28), dtype=np.float32)
     rows += validate.encoder_parity(ckpt.encoder, enc, noise, "uniform noise", batch_sizes)
     latents = prior_latents(latent_dim, n)

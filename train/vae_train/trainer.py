@@ -274,7 +274,10 @@ class Trainer:
             x_hat = self.decoder(reparameterize(mu, logvar, eps))
             try:
                 parts = negative_elbo(x_hat, x, mu, logvar, cfg.likelihood, cfg.sigma)
-                loss = (parts.recon + self._kl_weight(epoch, step) * parts.kl).sum()
+                # recon + w * kl, written from the full loss so that it is the loss itself
+                # whenever the warm-up is over (w = 1).
+                weight = self._kl_weight(epoch, step)
+                loss = (parts.loss if weight == 1.0 else parts.loss - (1 - weight) * parts.kl).sum()
                 value = loss.item()
             except RuntimeError:  # BCE refuses NaN inputs
                 value = math.nan

@@ -253,3 +253,53 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and err[0].startswith("vae-export: error:") and "does not exist" in err[0]
     assert not (tmp_path / "o").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _sigmoid_graph() -> onnx.ModelProto:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, None])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, None])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Sigmoid", ["x"], ["y"])], "g", [x], [y])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)],
+                                  ir_version=10)  # fmt: skip
+
+
+def test_exact_sigmoid_matches_torch_through_saturation() -> None:
+    from vae_export.graphs import exact_sigmoid
+
+    x = np.linspace(-120, 40, 8001, dtype=np.float32)[None]
+    want = torch.sigmoid(torch.from_numpy(x)).numpy()
+    model = _sigmoid_graph()
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert exact_sigmoid(model) == 1
+    assert "Sigmoid" not in {n.op_type for n in model.graph.node}
+    exact = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = exact.run(None, {"x": x})[0]
+    # Zero exactly where torch underflows, and the same logarithm everywhere else.
+    np.testing.assert_array_equal(got == 0, want == 0)
+    pos = want > 0
+    assert np.max(np.abs(np.log(got[pos].astype(np.float64)) - np.log(want[pos]))) < 1e-5
+    # The reason for the rewrite: ORT's own Sigmoid flushes far more outputs to zero.
+    assert (plain.run(None, {"x": x})[0] == 0).sum() > (want == 0).sum() + 1000
+
+
+def test_likelihood_parity_catches_flushed_outputs(data_dir: Path, monkeypatch) -> None:
+    """A decoder whose outputs reach 1e-12 (faint-ink pixels): with ORT's plain Sigmoid the
+    per-image -log p(x|z) is far off; the exported form matches PyTorch."""
+    from vae_export import graphs, validate
+    from vae_export.exporter import test_images
+
+    torch.manual_seed(0)
+    enc, dec = build_encoder("conv", 4), build_decoder("conv", 4)
+    with torch.no_grad():
+        dec.deconv2.bias.fill_(-24.0)  # logits near -24: sigmoid ~ 4e-11
+    images = test_images("mnist", data_dir, 16)
+    lik = {"name": "bernoulli"}
+    exported, _ = graphs.export_decoder(dec, 4)
+    good = validate.likelihood_parity(enc, dec, validate.ort_session(exported.SerializeToString()),
+                                      images, lik, (16,))  # fmt: skip
+    assert good[0].max_rel <= validate.LIKELIHOOD_REL_TOLERANCE
+    monkeypatch.setattr(graphs, "exact_sigmoid", lambda model: 0)
+    plain, _ = graphs.export_decoder(dec, 4)
+    bad = validate.likelihood_parity(enc, dec, validate.ort_session(plain.SerializeToString()),
+                                     images, lik, (16,))  # fmt: skip
+    assert bad[0].max_rel > 100 * validate.LIKELIHOOD_REL_TOLERANCE

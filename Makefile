@@ -39,12 +39,15 @@ test: $(DEV_VENV)/.installed
 # Reproduces artifacts/ from the datasets (about 1.5 h on 2 cores); each manifest records
 # the exact commands below.
 artifacts: $(DEV_VENV)/.installed
-	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset mnist --epochs 60 $(TRAIN_FLAGS) --out runs/mnist-conv-z20
+	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset mnist --epochs 60 --kl-warmup 10 $(TRAIN_FLAGS) --out runs/mnist-conv-z20-warmup
 	$(BIN)/vae-train --arch mlp --latent-dim 20 --dataset mnist --epochs 50 $(TRAIN_FLAGS) --out runs/mnist-mlp-z20
 	$(BIN)/vae-train --arch conv --latent-dim 2 --dataset mnist --epochs 30 $(TRAIN_FLAGS) --out runs/mnist-conv-z2
 	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset fashion-mnist --epochs 30 $(TRAIN_FLAGS) --out runs/fashion-mnist-conv-z20
+	$(BIN)/vae-export runs/mnist-conv-z20-warmup --out artifacts/mnist-conv-z20 --data-dir $(DATA_DIR) --evaluate 100
+	for m in mnist-mlp-z20 mnist-conv-z2 fashion-mnist-conv-z20; do \
+	  $(BIN)/vae-export runs/$$m --out artifacts/$$m --data-dir $(DATA_DIR) --evaluate 100 || exit 1; \
+	done
 	for m in mnist-conv-z20 mnist-mlp-z20 mnist-conv-z2 fashion-mnist-conv-z20; do \
-	  $(BIN)/vae-export runs/$$m --out artifacts/$$m --data-dir $(DATA_DIR) --evaluate 100 && \
 	  $(BIN)/vae-export quantize artifacts/$$m --data-dir $(DATA_DIR) || exit 1; \
 	done
 

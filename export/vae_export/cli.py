@@ -105,8 +105,13 @@ def run_quantize(argv: list[str]) -> int:
     args = quantize_parser().parse_args(argv)
     from vae_export.quantize import add_int8_variant
 
-    info = add_int8_variant(args.model_dir, args.data_dir,
-                            calibration_size=args.calibration_size, seed=args.seed)  # fmt: skip
+    info = add_int8_variant(
+        args.model_dir,
+        args.data_dir,
+        calibration_size=args.calibration_size,
+        seed=args.seed,
+        command=shlex.join(["vae-export", "quantize", *argv]),
+    )
     q, s = info["quality"], info["speed"]
     print(f"added int8 variant to {args.model_dir}: {info['encoder']}, {info['decoder']}")
     print(f"  size: encoder {info['size_ratio']['encoder']:.2f}x, decoder "

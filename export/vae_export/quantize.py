@@ -154,7 +154,7 @@ def _throughput(session: Any, name: str, data: np.ndarray, repeats: int = 15) ->
 
 def add_int8_variant(
     model_dir: str | Path, data_dir: str | Path, *, calibration_size: int = 2000, seed: int = 0,
-    eval_size: int | None = None,
+    eval_size: int | None = None, command: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     """Quantize ``model_dir``'s graphs, check them, and add them as variant "int8"."""
     from vae_runtime import VAE
@@ -225,6 +225,7 @@ def add_int8_variant(
             "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
             "MinMax calibration; Conv/Gemm/MatMul only (sigmoid output kept float)",
             "recipes": recipes,
+            "command": command,
             "calibration": {"dataset": dataset, "split": "train", "images": calibration_size,
                             "latents": "posterior samples of those images + N(0,I) draws",
                             "seed": seed},

@@ -26,7 +26,7 @@ def model_dir_factory(tmp_path_factory, data_dir):
     cache: dict[tuple[str, int, bool, bool], Path] = {}
 
     def make(
-        arch: str = "conv", latent_dim: int = 20, subpixel: bool = True,
+        arch: str = "conv", latent_dim: int = 20, subpixel: bool = False,
         self_contained: bool = False,
     ) -> Path:  # fmt: skip
         key = (arch, latent_dim, subpixel, self_contained)
@@ -40,7 +40,7 @@ def model_dir_factory(tmp_path_factory, data_dir):
 
 
 def export_fresh_model(
-    root: Path, data_dir: Path, arch: str, latent_dim: int, subpixel: bool = True,
+    root: Path, data_dir: Path, arch: str, latent_dim: int, subpixel: bool = False,
     self_contained: bool = False,
 ) -> Path:  # fmt: skip
     import torch

@@ -151,11 +151,14 @@ def test_subpixel_rewrite_is_exact() -> None:
         SubPixelConvTranspose(torch.nn.ConvTranspose2d(2, 2, 3, 1, 1))
 
 
-def test_decoder_graph_uses_subpixel_form(model_dir_factory) -> None:
-    ops = {n.op_type for n in onnx.load(model_dir_factory("conv", 20) / "decoder.onnx").graph.node}
-    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
-    plain = model_dir_factory("conv", 20, subpixel=False)
+def test_decoder_graph_subpixel_form_on_request(model_dir_factory) -> None:
+    plain = model_dir_factory("conv", 20)
     assert "ConvTranspose" in {n.op_type for n in onnx.load(plain / "decoder.onnx").graph.node}
+    rewritten = model_dir_factory("conv", 20, subpixel=True)
+    ops = {n.op_type for n in onnx.load(rewritten / "decoder.onnx").graph.node}
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+    manifest = json.loads((rewritten / "manifest.json").read_text())
+    assert manifest["export"]["subpixel_rewrites"] == 2
 
 
 def test_missing_checkpoint_file_refused(tmp_path: Path, data_dir: Path) -> None:

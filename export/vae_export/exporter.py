@@ -118,7 +118,7 @@ def export_model_dir(
     data_dir: str | Path,
     name: str | None = None,
     opset: int = graphs.DEFAULT_OPSET,
-    subpixel: bool = True,
+    subpixel: bool = False,
     which: str = "best",
     tolerance: float = validate.PARITY_TOLERANCE,
     command: str = "",

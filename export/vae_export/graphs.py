@@ -59,9 +59,9 @@ def export_encoder(encoder: nn.Module, opset: int = DEFAULT_OPSET) -> onnx.Model
 
 
 def export_decoder(
-    decoder: nn.Module, latent_dim: int, opset: int = DEFAULT_OPSET, subpixel: bool = True
+    decoder: nn.Module, latent_dim: int, opset: int = DEFAULT_OPSET, subpixel: bool = False
 ) -> tuple[onnx.ModelProto, int]:
-    """Export the decoder, by default with its ConvTransposes in sub-pixel form."""
+    """Export the decoder; ``subpixel`` rewrites its ConvTransposes (see subpixel.py)."""
     rewritten = 0
     if subpixel:
         decoder, rewritten = rewrite_conv_transposes(decoder)

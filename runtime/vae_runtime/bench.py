@@ -3,7 +3,8 @@
 Timings warm up first and report medians; latency percentiles come from the individual
 calls. GFLOP/s divides the model's own FLOP count (recorded by vae-export in the
 manifest) by the median time, so a graph rewrite cannot inflate it. Cold start and
-streaming memory are measured in fresh child processes, whose peak RSS comes from wait4.
+streaming memory are measured in fresh child processes, which report their own peak RSS
+(VmHWM).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .vae import VAE
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS (including whatever it inherited at fork, on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -106,7 +108,16 @@ def _run_child(code: str, env: dict[str, str] | None = None) -> tuple[float, flo
     return wall, rss, out.decode()
 
 
-_RSS = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+# The child's own peak RSS. On Linux, ru_maxrss survives fork + exec and so would report
+# the (larger) benchmarking parent's peak; VmHWM is the process's own high-water mark.
+_RSS = """
+import resource
+try:
+    hwm = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+    print(int(hwm) / 1024)
+except (OSError, IndexError):
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
 
 
 def cold_start(model: str | None, runs: int = 7) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """The int8 variant: static QDQ quantization calibrated on training images.
 
-Only Conv, Gemm and MatMul are quantized (per-channel int8 weights, uint8 activations).
-The decoder's sigmoid output stays float: rounding Bernoulli means to steps of 1/255 costs
-about 3 nats per image of BCE, whereas quantizing the layers themselves costs a few tenths.
+Only Conv, ConvTranspose, Gemm and MatMul are quantized (per-channel int8 weights, uint8
+activations). The decoder's sigmoid output stays float: rounding Bernoulli means to steps
+of 1/255 costs about 3 nats per image of BCE, whereas quantizing the layers themselves
+costs a few tenths.
 
 Each graph gets the fastest of three recipes that stays within the ELBO budget and at
 least 3.5x smaller (see _choose_recipes): "int8" (layer outputs quantized too, so ORT runs
@@ -42,7 +43,7 @@ from vae_runtime.sampling import clamp_logvar, reparameterize
 from vae_train.datasets import DatasetError, get_spec, load_split
 
 VARIANT = "int8"
-QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
 # Bounds for int8 against the fp32 PyTorch checkpoint: mean abs error per output, and the
 # change in mean test negative ELBO (nats per image).
@@ -223,7 +224,7 @@ def add_int8_variant(
         doc["variants"][VARIANT] = {
             **FILES,
             "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
-            "MinMax calibration; Conv/Gemm/MatMul only (sigmoid output kept float)",
+            "MinMax calibration; Conv/ConvTranspose/Gemm/MatMul only (sigmoid output kept float)",
             "recipes": recipes,
             "command": command,
             "calibration": {"dataset": dataset, "split": "train", "images": calibration_size,

@@ -93,7 +93,11 @@ def loss_curves(model_dirs: list[Path], out: Path) -> Path:
     dirs = [d for d in model_dirs if (d / "training" / "metrics.jsonl").is_file()]
     fig, axes = plt.subplots(1, len(dirs), figsize=(4.2 * len(dirs), 3.4), squeeze=False)
     for ax, d in zip(axes[0], dirs, strict=True):
-        rows = [json.loads(line) for line in (d / "training/metrics.jsonl").read_text().split()]
+        rows = [
+            json.loads(line)
+            for line in (d / "training/metrics.jsonl").read_text().splitlines()
+            if line
+        ]
         epochs = [r["epoch"] for r in rows]
         for split in ("train", "val", "test"):
             if f"{split}_loss" in rows[0]:

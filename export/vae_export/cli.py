@@ -214,11 +214,11 @@ def run_verify(argv: list[str]) -> int:
             bounds = {"max_abs": manifest.get("parity", {}).get("tolerance", 1e-5)}
         print(f"== {model_dir}" + (f" ({args.variant})" if args.variant else ""))
         print(validate.format_table(rows))
-        graph_rows = [r for r in rows if r.output != "-log p(x|z)"]
+        graph_rows = [r for r in rows if r.output != "nll"]
         problems = validate.violations(graph_rows, bounds)
         if not args.variant:  # int8 is held to its ELBO budget instead (see quantize)
             problems += validate.violations(
-                [r for r in rows if r.output == "-log p(x|z)"],
+                [r for r in rows if r.output == "nll"],
                 {"max_rel": validate.LIKELIHOOD_REL_TOLERANCE},
             )
         failed |= bool(problems)

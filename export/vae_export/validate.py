@@ -130,7 +130,8 @@ def likelihood_parity(
     encoder: nn.Module, decoder: nn.Module, session: ort.InferenceSession, images: np.ndarray,
     likelihood: dict, batch_sizes: Sequence[int] = BATCH_SIZES,
 ) -> list[ParityRow]:  # fmt: skip
-    """Per-image -log p(x | z = mu(x)) on real images: decoder graph against PyTorch."""
+    """Per-image -log p(x | z = mu(x)) on real images (rows named "nll"): decoder graph
+    against PyTorch."""
     from vae_runtime.likelihood import reconstruction_nll
 
     rows = []
@@ -143,7 +144,7 @@ def likelihood_parity(
         want = reconstruction_nll(want_x_hat, x, name, sigma)
         got = reconstruction_nll(got_x_hat, x, name, sigma)
         err = np.abs(got - want)
-        rows.append(ParityRow("decoder", "-log p(x|z)", "test images", n, float(err.max()),
+        rows.append(ParityRow("decoder", "nll", "test images", n, float(err.max()),
                               float((err / np.abs(want)).max()), float(err.mean())))  # fmt: skip
     return rows
 

@@ -38,6 +38,7 @@ from vae_export.errors import ExportError, ValidationError
 from vae_export.exporter import _swap_into_place, prior_latents
 from vae_export.manifest import file_entry
 from vae_export.verify import check_files, model_checkpoint, read_manifest
+from vae_runtime import VAE
 from vae_runtime import likelihood as lik
 from vae_runtime.sampling import clamp_logvar, reparameterize
 from vae_train.datasets import DatasetError, get_spec, load_split
@@ -111,14 +112,14 @@ def _nelbo(enc: Any, dec: Any, x: np.ndarray, eps: np.ndarray, likelihood: dict)
 
 
 def _choose_recipes(
-    model_dir: Path, manifest: dict, tmp: Path, calib: dict[str, np.ndarray],
-    test_x: np.ndarray, eps: np.ndarray,
+    model_dir: Path, manifest: dict, tmp: Path, fp32: dict[str, Any],
+    calib: dict[str, np.ndarray], test_x: np.ndarray, eps: np.ndarray,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The fastest recipe per graph that keeps the test negative ELBO within budget and the
     graph at least MIN_SIZE_RATIO smaller: the encoder alone within half the budget, then
     the decoder together with the chosen encoder within DECODER_MARGIN of the budget."""
     likelihood = manifest["likelihood"]
-    sessions = {r: validate.ort_session(str(model_dir / f"{r}.onnx")) for r in FILES}
+    sessions = dict(fp32)
     base = _nelbo(sessions["encoder"], sessions["decoder"], test_x, eps, likelihood)
     bounds = {"encoder": MAX_NELBO_CHANGE / 2, "decoder": MAX_NELBO_CHANGE * DECODER_MARGIN}
     chosen: dict[str, dict[str, Any]] = {}
@@ -158,8 +159,6 @@ def add_int8_variant(
     eval_size: int | None = None, command: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     """Quantize ``model_dir``'s graphs, check them, and add them as variant "int8"."""
-    from vae_runtime import VAE
-
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     manifest = read_manifest(model_dir)
     check_files(model_dir, manifest)
@@ -186,7 +185,8 @@ def add_int8_variant(
         eps = eps.astype(np.float32)
         t0 = time.perf_counter()
         calib = {"encoder": calib_x, "decoder": calib_z}
-        recipes = _choose_recipes(model_dir, manifest, tmp, calib, test_x, eps)
+        fp32_sessions = {r: validate.ort_session(str(model_dir / f"{r}.onnx")) for r in FILES}
+        recipes = _choose_recipes(model_dir, manifest, tmp, fp32_sessions, calib, test_x, eps)
         seconds = time.perf_counter() - t0
 
         enc8 = validate.ort_session(str(tmp / FILES["encoder"]))
@@ -211,8 +211,7 @@ def add_int8_variant(
             )
         batch = test_x[:256]
         z = prior_latents(latent, 256)
-        enc32 = validate.ort_session(str(model_dir / "encoder.onnx"))
-        dec32 = validate.ort_session(str(model_dir / "decoder.onnx"))
+        enc32, dec32 = fp32_sessions["encoder"], fp32_sessions["decoder"]
         speed = {
             "batch": 256,
             "encode_fp32_per_s": round(_throughput(enc32, "x", batch)),

@@ -53,7 +53,7 @@ def verify_model_dir(
     manifest = read_manifest(model_dir)
     check_files(model_dir, manifest)
     ckpt = model_checkpoint(model_dir, "verify")
-    files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+    files = {role: manifest["graphs"][role]["file"] for role in ("encoder", "decoder")}
     if variant:
         try:
             files = manifest["variants"][variant]

@@ -325,19 +325,18 @@ def _is_hex(text: str) -> bool:
 def _listed_file(rel: Any, files: Mapping[str, FileEntry], where: Path, what: str) -> str:
     rel = check_relative_path(rel, where)
     if rel not in files:
-        raise _fail(where, f"{what} names {rel!r}, which is not listed under 'files'")
+        raise _fail(
+            where, f"{what} names {rel!r}, which is not listed under 'files' (no sha256 to check)"
+        )
     return rel
 
 
 def _graph_file(rel: Any, files: Mapping[str, FileEntry], where: Path, what: str) -> str:
     if rel is None:
         raise _fail(where, f"{what} is missing")
-    rel = check_relative_path(rel, where)
-    entry = files.get(rel)
-    if entry is None:
-        raise _fail(where, f"{what} {rel!r} is not listed under 'files' (no sha256 to check)")
-    if entry.role != "graph":
-        raise _fail(where, f"{what} {rel!r} has role {entry.role!r}, expected 'graph'")
+    rel = _listed_file(rel, files, where, what)
+    if files[rel].role != "graph":
+        raise _fail(where, f"{what} {rel!r} has role {files[rel].role!r}, expected 'graph'")
     return rel
 
 

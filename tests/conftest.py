@@ -23,16 +23,16 @@ def data_dir() -> Path:
 def model_dir_factory(tmp_path_factory, data_dir):
     """``make(arch, latent_dim)`` -> a model directory exported from freshly initialised
     weights (seeded), cached for the session. Needs torch (the ``train`` extra)."""
-    cache: dict[tuple[str, int, bool, bool], Path] = {}
+    cache: dict[tuple[str, int, str, bool], Path] = {}
 
     def make(
-        arch: str = "conv", latent_dim: int = 20, subpixel: bool = False,
+        arch: str = "conv", latent_dim: int = 20, decoder_form: str = "phase",
         self_contained: bool = False,
     ) -> Path:  # fmt: skip
-        key = (arch, latent_dim, subpixel, self_contained)
+        key = (arch, latent_dim, decoder_form, self_contained)
         if key not in cache:
             root = tmp_path_factory.mktemp(f"{arch}-z{latent_dim}")
-            cache[key] = export_fresh_model(root, data_dir, arch, latent_dim, subpixel,
+            cache[key] = export_fresh_model(root, data_dir, arch, latent_dim, decoder_form,
                                             self_contained)  # fmt: skip
         return cache[key]
 
@@ -40,7 +40,7 @@ def model_dir_factory(tmp_path_factory, data_dir):
 
 
 def export_fresh_model(
-    root: Path, data_dir: Path, arch: str, latent_dim: int, subpixel: bool = False,
+    root: Path, data_dir: Path, arch: str, latent_dim: int, decoder_form: str = "phase",
     self_contained: bool = False,
 ) -> Path:  # fmt: skip
     import torch
@@ -57,6 +57,6 @@ def export_fresh_model(
     }  # fmt: skip
     save_checkpoint(root / "run", enc, dec, config, {"epoch": 0}, epoch=0)
     out = root / "model"
-    export_model_dir(root / "run", out, data_dir=data_dir, subpixel=subpixel,
+    export_model_dir(root / "run", out, data_dir=data_dir, decoder_form=decoder_form,
                      self_contained=self_contained)  # fmt: skip
     return out

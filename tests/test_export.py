@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from vae_export import ExportError, ValidationError, export_model_dir
 from vae_export.cli import main as export_main
 from vae_export.graphs import random_ops
-from vae_export.subpixel import SubPixelConvTranspose, rewrite_conv_transposes
+from vae_export.phase import FromPhases, ToPhases, phases_to_map, rewrite_decoder
 from vae_train.checkpoint import save_checkpoint
 from vae_train.models import build_decoder, build_encoder
 
@@ -138,27 +138,53 @@ def test_metadata_and_manifest(model_dir_factory) -> None:
         assert props["vae_onnx.dataset"] == "mnist"
 
 
-def test_subpixel_rewrite_is_exact() -> None:
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 1, 1), (3, 4, 7, 7)])
+def test_phase_rewrite_is_exact(shape: tuple[int, int, int, int]) -> None:
     torch.manual_seed(3)
-    layer = torch.nn.ConvTranspose2d(5, 3, 4, 2, 1)
-    x = torch.randn(2, 5, 6, 7)
+    c_in = shape[1]
+    first = torch.nn.ConvTranspose2d(c_in, 3, 4, 2, 1)
+    second = torch.nn.ConvTranspose2d(3, 2, 4, 2, 1)
+    x = torch.randn(*shape)
     with torch.no_grad():
-        assert torch.allclose(SubPixelConvTranspose(layer)(x), layer(x), atol=1e-6)
-    rewritten, count = rewrite_conv_transposes(build_decoder("conv", 4))
+        phases = ToPhases(first)(x)
+        assert phases.shape == (shape[0], 4 * 3, shape[2], shape[3])
+        assert torch.allclose(phases_to_map(phases), first(x), atol=1e-6)
+        expected = second(torch.relu(first(x)))
+        assert torch.allclose(FromPhases(second)(torch.relu(phases)), expected, atol=1e-6)
+
+
+def test_phase_rewrite_of_the_conv_decoder() -> None:
+    torch.manual_seed(4)
+    decoder = build_decoder("conv", 6).eval()
+    rewritten, count = rewrite_decoder(decoder)
     assert count == 2
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in decoder.modules())  # a copy
+    z = torch.randn(9, 6) * 3
+    with torch.no_grad():
+        assert torch.allclose(rewritten(z), decoder(z), atol=1e-6)
+    mlp = build_decoder("mlp", 6)
+    assert rewrite_decoder(mlp) == (mlp, 0)
     with pytest.raises(ValueError, match="kernel 4, stride 2"):
-        SubPixelConvTranspose(torch.nn.ConvTranspose2d(2, 2, 3, 1, 1))
+        ToPhases(torch.nn.ConvTranspose2d(2, 2, 3, 1, 1))
+    with pytest.raises(ValueError, match="no output padding"):
+        FromPhases(torch.nn.ConvTranspose2d(2, 2, 4, 2, 1, output_padding=1))
 
 
-def test_decoder_graph_subpixel_form_on_request(model_dir_factory) -> None:
-    plain = model_dir_factory("conv", 20)
-    assert "ConvTranspose" in {n.op_type for n in onnx.load(plain / "decoder.onnx").graph.node}
-    rewritten = model_dir_factory("conv", 20, subpixel=True)
-    ops = {n.op_type for n in onnx.load(rewritten / "decoder.onnx").graph.node}
-    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
-    manifest = json.loads((rewritten / "manifest.json").read_text())
-    assert manifest["export"]["subpixel_rewrites"] == 2
+def test_decoder_graph_phase_form_by_default(model_dir_factory) -> None:
+    default = model_dir_factory("conv", 20)
+    ops = [n.op_type for n in onnx.load(default / "decoder.onnx").graph.node]
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops and ops.count("Conv") == 6
+    assert "Pad" not in ops  # folded into the phase Convs' own pads
+    manifest = json.loads((default / "manifest.json").read_text())
+    assert manifest["export"]["decoder_form"] == "phase"
+    assert manifest["export"]["decoder_rewrites"] == 2
+    graph = manifest["graphs"]["decoder"]
+    assert graph["graph_flops_per_image"] > graph["flops_per_image"]  # zero taps not credited
+    plain = model_dir_factory("conv", 20, decoder_form="convtranspose")
+    ops = [n.op_type for n in onnx.load(plain / "decoder.onnx").graph.node]
+    assert ops.count("ConvTranspose") == 2
+    assert json.loads((plain / "manifest.json").read_text())["export"]["decoder_rewrites"] == 0
 
 
 def test_missing_checkpoint_file_refused(tmp_path: Path, data_dir: Path) -> None:

@@ -48,11 +48,11 @@ def export_parser() -> argparse.ArgumentParser:
         help="max abs difference allowed between ORT and PyTorch",
     )
     p.add_argument(
-        "--subpixel",
-        action="store_true",
-        help="rewrite each stride-2 ConvTranspose as Conv + DepthToSpace: faster on CPUs "
-        "where ONNX Runtime's ConvTranspose is slow, slower where it is not (compare with "
-        "vae-run bench)",
+        "--decoder-form",
+        choices=("phase", "convtranspose"),  # graphs.DECODER_FORMS, without importing torch
+        default="phase",
+        help="phase (default): the conv decoder's ConvTranspose layers as Convs over a phase "
+        "grid, exact and faster in ONNX Runtime; convtranspose: as trained",
     )
     p.add_argument(
         "--evaluate",
@@ -181,7 +181,7 @@ def run_export(argv: list[str]) -> int:
 
     result = export_model_dir(
         args.run, args.out, data_dir=args.data_dir, name=args.name, opset=args.opset,
-        subpixel=args.subpixel, which=args.checkpoint, tolerance=args.tolerance,
+        decoder_form=args.decoder_form, which=args.checkpoint, tolerance=args.tolerance,
         command=shlex.join(["vae-export", *argv]), self_contained=args.self_contained,
         evaluate_k=args.evaluate,
     )  # fmt: skip

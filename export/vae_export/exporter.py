@@ -118,7 +118,7 @@ def export_model_dir(
     data_dir: str | Path,
     name: str | None = None,
     opset: int = graphs.DEFAULT_OPSET,
-    subpixel: bool = False,
+    decoder_form: str = "phase",
     which: str = "best",
     tolerance: float = validate.PARITY_TOLERANCE,
     command: str = "",
@@ -146,7 +146,7 @@ def export_model_dir(
     name = name or out_dir.name
 
     enc_model = graphs.export_encoder(ckpt.encoder, opset)
-    dec_model, rewritten = graphs.export_decoder(ckpt.decoder, latent_dim, opset, subpixel)
+    dec_model, rewritten = graphs.export_decoder(ckpt.decoder, latent_dim, opset, decoder_form)
     for role, model in (("encoder", enc_model), ("decoder", dec_model)):
         graphs.set_metadata(model, manifest.graph_metadata(name, role, config))
         model.producer_name, model.producer_version = (
@@ -210,7 +210,8 @@ def export_model_dir(
                   "batch_sizes": list(validate.BATCH_SIZES),
                   "rows": validate.rows_as_dicts(rows + lik_rows)}  # fmt: skip
         rows = rows + lik_rows
-        export_info = {"command": command, "opset": opset, "subpixel_rewrites": rewritten,
+        export_info = {"command": command, "opset": opset, "decoder_form": decoder_form,
+                       "decoder_rewrites": rewritten,
                        "checkpoint_epoch": config.get("epoch"),
                        "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
         doc = manifest.build_manifest(name, config, files, opset, parity, export_info)

@@ -1,8 +1,8 @@
 """FLOPs per image (one multiply-add = 2 FLOPs), recorded in the manifest for benchmarks.
 
 ``model_flops`` counts the arithmetic the network defines (PyTorch modules);
-``graph_flops`` counts what an ONNX graph executes, which for the sub-pixel decoder
-includes the multiplications by the zero taps of its 3x3 kernels. Benchmarks quote
+``graph_flops`` counts what an ONNX graph executes, which for the phase-form decoder
+includes the multiplications by the zero taps of its last 3x3 kernel. Benchmarks quote
 throughput against the model's count, so a rewrite cannot inflate its own GFLOP/s.
 """
 

@@ -11,11 +11,12 @@ import onnx
 import torch
 from torch import nn
 
-from vae_export.subpixel import rewrite_conv_transposes
+from vae_export.phase import rewrite_decoder
 
 DEFAULT_OPSET = 18
 ENCODER_IO = (["x"], ["mu", "logvar"])
 DECODER_IO = (["z"], ["x_hat"])
+DECODER_FORMS = ("phase", "convtranspose")
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform",
                         "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})  # fmt: skip
 
@@ -59,12 +60,18 @@ def export_encoder(encoder: nn.Module, opset: int = DEFAULT_OPSET) -> onnx.Model
 
 
 def export_decoder(
-    decoder: nn.Module, latent_dim: int, opset: int = DEFAULT_OPSET, subpixel: bool = False
+    decoder: nn.Module, latent_dim: int, opset: int = DEFAULT_OPSET, form: str = "phase"
 ) -> tuple[onnx.ModelProto, int]:
-    """Export the decoder; ``subpixel`` rewrites its ConvTransposes (see subpixel.py)."""
+    """Export the decoder and say how many layers were rewritten.
+
+    ``form="phase"`` (the default) turns the conv decoder's ConvTranspose layers into
+    Convs over a phase grid (see phase.py); ``"convtranspose"`` keeps them as they are.
+    """
+    if form not in DECODER_FORMS:
+        raise ValueError(f"decoder form must be one of {', '.join(DECODER_FORMS)}, got {form!r}")
     rewritten = 0
-    if subpixel:
-        decoder, rewritten = rewrite_conv_transposes(decoder)
+    if form == "phase":
+        decoder, rewritten = rewrite_decoder(decoder)
     return export_module(decoder, torch.randn(2, latent_dim), *DECODER_IO, opset), rewritten
 
 

@@ -5,7 +5,7 @@ re-checked from the directory alone). Stored twice, the fp32 weights would doubl
 directory's size; instead each initializer whose bytes equal a checkpoint tensor becomes
 ONNX external data pointing at that tensor's bytes inside the .safetensors file (both
 formats store raw little-endian arrays). Initializers the exporter created itself (the
-sub-pixel kernels, reshape constants) stay inline.
+phase-form kernels, reshape constants) stay inline.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ artifacts: $(DEV_VENV)/.installed
 	done
 	for m in mnist-conv-z20 mnist-mlp-z20 mnist-conv-z2 fashion-mnist-conv-z20; do \
 	  $(BIN)/vae-export quantize artifacts/$$m --data-dir $(DATA_DIR) || exit 1; \
+	  $(BIN)/vae-export fp16 artifacts/$$m --data-dir $(DATA_DIR) || exit 1; \
 	done
 
 figures: $(DEV_VENV)/.installed

@@ -83,3 +83,19 @@ def test_shipped_int8_variant_within_its_tolerance(model_dir: Path, data_dir: Pa
     assert np.abs(mu - mu_t).mean() <= bound
     assert np.abs(logvar - logvar_t).mean() <= bound
     assert np.abs(vae.decode(z) - x_hat_t).mean() <= bound
+
+
+@pytest.mark.parametrize(("arch", "role", "ops"), [
+    ("conv", "decoder", ["Conv", "Conv"]),  # phase form: the per-tap products and their sum
+    ("conv", "encoder", ["Gemm", "Gemm"]),  # the mu and logvar heads
+    ("mlp", "decoder", ["Gemm"]),
+])  # fmt: skip
+def test_int8_float_last_keeps_the_final_layer(model_dir_factory, arch, role, ops) -> None:
+    import onnx
+
+    graph = onnx.load(model_dir_factory(arch, 20) / f"{role}.onnx", load_external_data=False)
+    names = q.last_layer(graph)
+    by_name = {n.name: n for n in graph.graph.node}
+    assert [by_name[n].op_type for n in names] == ops
+    relus = [i for i, n in enumerate(graph.graph.node) if n.op_type == "Relu"]
+    assert all(list(graph.graph.node).index(by_name[n]) > relus[-1] for n in names)

@@ -3,6 +3,7 @@ no torch, no onnx, and the same outputs as the in-repo runtime."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,17 @@ def test_wheel_cli_matches_in_repo_runtime(wheel_venv: Path, tmp_path: Path, dat
     np.testing.assert_array_equal(np.load(tmp_path / "g.npy"), here.generate(16, seed=3))
     files = sorted(folder.glob("*.png"))
     np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), here.embed(files))
+
+
+def test_wheel_default_model_carries_its_variants(wheel_venv: Path, tmp_path: Path) -> None:
+    code = (
+        "import json, numpy as np; from vae_runtime import VAE\n"
+        "z = np.zeros((2, 20), np.float32)\n"
+        "out = {v: VAE(variant=v, threads=1).decode(z).tolist() for v in ('int8', 'fp16')}\n"
+        "print(json.dumps(out))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VAE_ONNX_MODEL"}
+    out = run([str(wheel_venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=env).stdout
+    for variant, images in json.loads(out).items():
+        here = VAE(variant=variant, threads=1).decode(np.zeros((2, 20), np.float32))
+        np.testing.assert_allclose(np.array(images, np.float32), here, rtol=0, atol=1e-6)

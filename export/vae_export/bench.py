@@ -59,6 +59,15 @@ def compare(
     return rows
 
 
+def gemm_peak_gflops(threads: int, n: int = 1024, budget_s: float = 0.5) -> float:
+    """GFLOP/s of a large float32 matrix product in PyTorch: what these cores can deliver,
+    the ceiling both engines' GFLOP/s (and so their ratio) are bounded by."""
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    best = float(np.min(time_calls(partial(torch.mm, a, b), budget_s, min_calls=5)))
+    return 2 * n**3 / best / 1e9
+
+
 def resolve_model_dir(path: Path, data_dir: str | Path, tmp: Path) -> Path:
     """A model directory as is, or a run directory exported to a temporary one."""
     if (path / "manifest.json").is_file():
@@ -66,11 +75,13 @@ def resolve_model_dir(path: Path, data_dir: str | Path, tmp: Path) -> Path:
     return export_model_dir(path, tmp / "model", data_dir=data_dir).out_dir
 
 
-def format_rows(rows: list[dict[str, Any]], threads: int) -> str:
+def format_rows(rows: list[dict[str, Any]], threads: int, peak: float | None = None) -> str:
     head = (f"{'op':7} {'batch':>6} {'torch img/s':>12} {'runtime img/s':>14} {'ratio':>7} "
             f"{'torch GFLOP/s':>14} {'runtime GFLOP/s':>16}")  # fmt: skip
-    lines = [f"PyTorch {torch.__version__} eager vs vae_runtime, {threads} threads", head,
-             "-" * len(head)]  # fmt: skip
+    lines = [f"PyTorch {torch.__version__} eager vs vae_runtime, {threads} threads"]
+    if peak:
+        lines.append(f"float32 GEMM peak of these cores (1024x1024 torch.mm): {peak:.0f} GFLOP/s")
+    lines += [head, "-" * len(head)]
     for r in rows:
         g1 = f"{r['torch_gflops']:14.1f}" if r["torch_gflops"] else f"{'-':>14}"
         g2 = f"{r['runtime_gflops']:16.1f}" if r["runtime_gflops"] else f"{'-':>16}"

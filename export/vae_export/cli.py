@@ -22,7 +22,8 @@ def export_parser() -> argparse.ArgumentParser:
         description="Export a training run to a model directory (encoder.onnx, decoder.onnx, "
         "manifest.json, checkpoints/), validated against PyTorch before anything is written. "
         "Subcommands: 'vae-export verify MODEL_DIR' re-checks an existing directory; "
-        "'vae-export quantize MODEL_DIR' adds an int8 variant; 'vae-export bench PATH' "
+        "'vae-export quantize MODEL_DIR' adds an int8 variant, 'vae-export fp16 MODEL_DIR' an "
+        "fp16-decoder variant for CUDA; 'vae-export bench PATH' "
         "compares PyTorch eager and the runtime; 'vae-export figures' draws the README's "
         "pictures.",
     )
@@ -126,6 +127,34 @@ def run_quantize(argv: list[str]) -> int:
     return 0
 
 
+def fp16_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vae-export fp16",
+        description="Add an fp16 variant for the CUDA execution provider (float16 decoder, "
+        "fp32 encoder) to a model directory, after checking it against its PyTorch checkpoint "
+        "and its test negative ELBO against the fp32 graphs.",
+    )
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    return p
+
+
+def run_fp16(argv: list[str]) -> int:
+    args = fp16_parser().parse_args(argv)
+    from vae_export.half import add_fp16_variant
+
+    info = add_fp16_variant(args.model_dir, args.data_dir,
+                            command=shlex.join(["vae-export", "fp16", *argv]))  # fmt: skip
+    q, parity = info["quality"], info["parity"]
+    print(f"added fp16 variant to {args.model_dir}: {info['encoder']}, {info['decoder']}")
+    print(f"  decoder {info['size_ratio']['decoder']:.2f}x smaller")
+    print(f"  test negative ELBO: fp32 {q['test_nelbo_fp32']:.3f}, fp16 {q['test_nelbo_fp16']:.3f} "
+          f"({q['change']:+.4f} nats)")  # fmt: skip
+    print(f"  vs PyTorch ({parity['provider']}): max abs {parity['max_abs']}, "
+          f"mean abs {parity['mean_abs']}")  # fmt: skip
+    return 0
+
+
 def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vae-export bench",
@@ -148,7 +177,10 @@ def run_bench(argv: list[str]) -> int:
     from vae_export import bench
 
     rows = bench.run(args.path, args.data_dir, args.batch_sizes, args.threads, args.rounds)
-    print(json.dumps(rows, indent=2) if args.json else bench.format_rows(rows, args.threads))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(bench.format_rows(rows, args.threads, bench.gemm_peak_gflops(args.threads)))
     return 0
 
 
@@ -234,6 +266,7 @@ def run_verify(argv: list[str]) -> int:
 COMMANDS = {
     "verify": run_verify,
     "quantize": run_quantize,
+    "fp16": run_fp16,
     "bench": run_bench,
     "figures": run_figures,
 }

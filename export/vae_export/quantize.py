@@ -33,7 +33,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from vae_export import validate
+from vae_export import graphs, validate
 from vae_export.errors import ExportError, ValidationError
 from vae_export.exporter import _swap_into_place, prior_latents
 from vae_export.manifest import file_entry
@@ -53,7 +53,8 @@ MAX_NELBO_CHANGE = 1.0
 MIN_SIZE_RATIO = 3.5  # each int8 graph at least this much smaller than fp32
 DECODER_MARGIN = 0.9  # the decoder is chosen against 90% of the budget; the rest is margin
 # In order of speed. "int8-float-last" keeps the final layer (the decoder's logits) in
-# float; "int8-float-outputs" keeps every layer's output in float (int8 weights and inputs).
+# float (see last_layer); "int8-float-outputs" keeps every layer's output in float (int8
+# weights and inputs).
 RECIPES: tuple[str, ...] = ("int8", "int8-float-last", "int8-float-outputs")
 
 
@@ -65,11 +66,12 @@ class _Batches(CalibrationDataReader):
         return next(self._it, None)
 
 
-def _images(dataset: str, split: str, data_dir: Path) -> np.ndarray:
+def _images(dataset: str, split: str, data_dir: Path, purpose: str = "int8 calibration"
+            ) -> np.ndarray:  # fmt: skip
     try:
         s = load_split(get_spec(dataset), split, data_dir, {})
     except DatasetError as exc:
-        raise ExportError(f"int8 calibration needs the {dataset} files: {exc}") from None
+        raise ExportError(f"{purpose} needs the {dataset} files: {exc}") from None
     return s.images
 
 
@@ -77,10 +79,19 @@ def _recipe_options(recipe: str, src: Path) -> dict[str, Any]:
     if recipe == "int8-float-outputs":
         return {"extra_options": {"OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)}}
     if recipe == "int8-float-last":
-        graph = onnx.load(str(src), load_external_data=False).graph
-        last = [n.name for n in graph.node if n.op_type in QUANTIZED_OPS][-1]
-        return {"nodes_to_exclude": [last]}
+        return {"nodes_to_exclude": last_layer(onnx.load(str(src), load_external_data=False))}
     return {}
+
+
+def last_layer(model: onnx.ModelProto) -> list[str]:
+    """The quantizable nodes after the graph's last ReLU: the final layer, which makes the
+    decoder's logits (two Convs in the phase-form decoder, see phase.py) or the encoder's
+    heads; the last such node where the graph has no ReLU."""
+    nodes = list(model.graph.node)  # topologically sorted, as ONNX requires
+    relus = [i for i, n in enumerate(nodes) if n.op_type == "Relu"]
+    after = nodes[relus[-1] + 1 :] if relus else nodes
+    names = [n.name for n in after if n.op_type in QUANTIZED_OPS]
+    return names or [n.name for n in nodes if n.op_type in QUANTIZED_OPS][-1:]
 
 
 def _quantize(src: Path, dst: Path, name: str, data: np.ndarray, recipe: str) -> None:
@@ -114,10 +125,16 @@ def _nelbo(enc: Any, dec: Any, x: np.ndarray, eps: np.ndarray, likelihood: dict)
 def _choose_recipes(
     model_dir: Path, manifest: dict, tmp: Path, fp32: dict[str, Any],
     calib: dict[str, np.ndarray], test_x: np.ndarray, eps: np.ndarray,
+    sources: dict[str, list[tuple[str, Path]]],
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The fastest recipe per graph that keeps the test negative ELBO within budget and the
     graph at least MIN_SIZE_RATIO smaller: the encoder alone within half the budget, then
-    the decoder together with the chosen encoder within DECODER_MARGIN of the budget."""
+    the decoder together with the chosen encoder within DECODER_MARGIN of the budget.
+
+    ``sources`` lists, per role, the (form, fp32 graph) pairs to quantize, in order of
+    preference: the conv decoder's phase form quantizes to the faster int8 graph, but its
+    extra intermediate (the per-tap products) can cost too much precision for a small
+    latent, where the ConvTranspose form may still fit the budget."""
     likelihood = manifest["likelihood"]
     sessions = dict(fp32)
     base = _nelbo(sessions["encoder"], sessions["decoder"], test_x, eps, likelihood)
@@ -125,15 +142,19 @@ def _choose_recipes(
     chosen: dict[str, dict[str, Any]] = {}
     for role, name in (("encoder", "x"), ("decoder", "z")):
         tried: dict[str, Any] = {}
-        for recipe in RECIPES:
-            _quantize(model_dir / f"{role}.onnx", tmp / FILES[role], name, calib[role], recipe)
-            ratio = _fp32_bytes(model_dir, manifest, role) / (tmp / FILES[role]).stat().st_size
-            trial = {**sessions, role: validate.ort_session(str(tmp / FILES[role]))}
-            change = _nelbo(trial["encoder"], trial["decoder"], test_x, eps, likelihood) - base
-            tried[recipe] = {"nelbo_change": round(change, 4), "size_ratio": round(ratio, 2)}
-            if change <= bounds[role] and ratio >= MIN_SIZE_RATIO:
-                chosen[role] = {"recipe": recipe, "tried": tried}
-                sessions = trial  # the decoder is judged together with the chosen encoder
+        for form, src in sources[role]:
+            for recipe in RECIPES:
+                _quantize(src, tmp / FILES[role], name, calib[role], recipe)
+                ratio = _fp32_bytes(model_dir, manifest, role) / (tmp / FILES[role]).stat().st_size
+                trial = {**sessions, role: validate.ort_session(str(tmp / FILES[role]))}
+                change = _nelbo(trial["encoder"], trial["decoder"], test_x, eps, likelihood) - base
+                key = f"{form}/{recipe}" if len(sources[role]) > 1 else recipe
+                tried[key] = {"nelbo_change": round(change, 4), "size_ratio": round(ratio, 2)}
+                if change <= bounds[role] and ratio >= MIN_SIZE_RATIO:
+                    chosen[role] = {"recipe": recipe, "form": form, "tried": tried}
+                    sessions = trial  # the decoder is judged together with the chosen encoder
+                    break
+            if role in chosen:
                 break
         else:
             raise ValidationError(
@@ -141,6 +162,29 @@ def _choose_recipes(
                 f"{bounds[role]:g} nats at >= {MIN_SIZE_RATIO}x smaller ({tried})"
             )
     return chosen
+
+
+def _sources(model_dir: Path, manifest: dict, ckpt: Any, scratch: Path
+             ) -> dict[str, list[tuple[str, Path]]]:  # fmt: skip
+    """The fp32 graphs to quantize per role (see _choose_recipes)."""
+    export = manifest.get("export", {})
+    phase = export.get("decoder_form") == "phase" and bool(export.get("decoder_rewrites"))
+    decoder = [("phase" if phase else "default", model_dir / manifest["graphs"]["decoder"]["file"])]
+    if phase:
+        model, _ = graphs.export_decoder(ckpt.decoder, int(manifest["latent_dim"]),
+                                         form="convtranspose")  # fmt: skip
+        shipped = onnx.load(str(decoder[0][1]), load_external_data=False)
+        model.metadata_props.extend(shipped.metadata_props)  # the contract's vae_onnx.* keys
+        model.producer_name, model.producer_version = (
+            shipped.producer_name,
+            shipped.producer_version,
+        )
+        onnx.save(model, str(scratch / "decoder.convtranspose.onnx"))
+        decoder.append(("convtranspose", scratch / "decoder.convtranspose.onnx"))
+    return {
+        "encoder": [("default", model_dir / manifest["graphs"]["encoder"]["file"])],
+        "decoder": decoder,
+    }
 
 
 def _throughput(session: Any, name: str, data: np.ndarray, repeats: int = 15) -> float:
@@ -186,7 +230,10 @@ def add_int8_variant(
         t0 = time.perf_counter()
         calib = {"encoder": calib_x, "decoder": calib_z}
         fp32_sessions = {r: validate.ort_session(str(model_dir / f"{r}.onnx")) for r in FILES}
-        recipes = _choose_recipes(model_dir, manifest, tmp, fp32_sessions, calib, test_x, eps)
+        with tempfile.TemporaryDirectory(prefix="vae-int8-") as scratch:
+            sources = _sources(model_dir, manifest, ckpt, Path(scratch))
+            recipes = _choose_recipes(model_dir, manifest, tmp, fp32_sessions, calib, test_x,
+                                      eps, sources)  # fmt: skip
         seconds = time.perf_counter() - t0
 
         enc8 = validate.ort_session(str(tmp / FILES["encoder"]))

@@ -80,8 +80,14 @@ class Manifest:
     external: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def external_files(self, role: str, variant: str | None = None) -> tuple[str, ...]:
-        """Files whose bytes ``role``'s graph needs as external data (variants: none)."""
-        return () if variant is not None else tuple(self.external.get(role, ()))
+        """Files whose bytes ``role``'s graph needs as external data.
+
+        A variant's own graphs are self-contained; a variant may also reuse a default graph
+        (the fp16 variant keeps the fp32 encoder), which then reads what it always reads.
+        """
+        if variant is not None and self.graph_files(variant)[role] != self.graphs[role]:
+            return ()
+        return tuple(self.external.get(role, ()))
 
     def graph_files(self, variant: str | None = None) -> dict[str, str]:
         """role -> relative file of ``variant`` (None: the graphs listed under ``graphs``)."""

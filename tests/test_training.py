@@ -565,3 +565,26 @@ def test_mlp_matches_the_pytorch_examples_reference(tmp_path, data_dir) -> None:
                       batch_size=128, lr=1e-3, seed=1)  # fmt: skip
     history = Trainer(cfg, tmp_path / "run", progress=False).fit(log=lambda _: None)
     assert abs(history[-1]["test_loss"] - 105.55) <= 1.0, history[-1]
+
+
+def test_bf16_autocast_trains_float32_weights_close_to_fp32(tmp_path, data_dir) -> None:
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(arch="conv", latent_dim=4, data_dir=str(data_dir), epochs=2,
+                          limit_train=1024, limit_test=256, threads=1,
+                          precision=precision)  # fmt: skip
+        history = Trainer(cfg, tmp_path / precision, progress=False).fit(log=lambda _: None)
+        weights = load_file(
+            tmp_path / precision / "checkpoints" / "epoch-0002" / "decoder.safetensors"
+        )
+        runs[precision] = (history[-1]["test_loss"], weights)
+    (loss32, w32), (loss16, w16) = runs["fp32"], runs["bf16"]
+    assert {t.dtype for t in w16.values()} == {torch.float32}  # master weights stay fp32
+    assert any(not torch.equal(w32[k], w16[k]) for k in w32)  # autocast did change the math
+    assert loss16 == pytest.approx(loss32, rel=0.02)  # ... but not what is learned
+    cfg = TrainConfig(arch="conv", latent_dim=4, data_dir=str(data_dir), epochs=3,
+                      limit_train=1024, limit_test=256, threads=1, precision="fp32")  # fmt: skip
+    with pytest.raises(TrainingError, match="precision"):
+        Trainer(cfg, tmp_path / "bf16", progress=False).resume()
+    with pytest.raises(TrainingError, match="--precision"):
+        Trainer(TrainConfig(data_dir=str(data_dir), precision="fp16"), tmp_path / "z")

@@ -36,8 +36,9 @@ from vae_train.models import ARCHS, build_decoder, build_encoder, count_paramete
 # Settings that must not change when a run is resumed.
 RESUME_KEYS = (
     "arch", "latent_dim", "dataset", "likelihood", "sigma", "batch_size", "lr",
-    "lr_schedule", "seed", "val_size", "limit_train", "limit_test", "kl_warmup",
+    "lr_schedule", "seed", "val_size", "limit_train", "limit_test", "kl_warmup", "precision",
 )  # fmt: skip
+PRECISIONS = ("fp32", "bf16")
 
 
 class TrainingError(RuntimeError):
@@ -64,6 +65,10 @@ class TrainConfig:
     # lets more latent units become active before the KL term can switch them off; the
     # losses reported are always the true (weight 1) negative ELBO.
     kl_warmup: float = 0.0
+    # "bf16": the training forward passes run under bfloat16 autocast (about 1.4x faster on
+    # CPUs with AVX-512 BF16 or AMX); weights, optimizer state, losses and every evaluation
+    # stay float32.
+    precision: str = "fp32"
     limit_train: int | None = None  # use only the first N training images (smoke runs)
     limit_test: int | None = None
     threads: int | None = None
@@ -91,6 +96,8 @@ class TrainConfig:
             raise TrainingError("--val-size and --patience must be >= 0")
         if not (self.kl_warmup >= 0 and math.isfinite(self.kl_warmup)):
             raise TrainingError("--kl-warmup must be a number of epochs >= 0")
+        if self.precision not in PRECISIONS:
+            raise TrainingError(f"--precision must be one of {', '.join(PRECISIONS)}")
         if self.patience and not self.val_size:
             raise TrainingError("--patience needs a validation split (--val-size > 0)")
 
@@ -269,9 +276,11 @@ class Trainer:
             x = _to_float(self.train_x[idx], dev)
             for group in self.optimizer.param_groups:
                 group["lr"] = self._lr((epoch - 1) * steps + step, steps)
-            mu, logvar = self.encoder(x)
-            eps = torch.randn(mu.shape, generator=gen).to(dev)
-            x_hat = self.decoder(reparameterize(mu, logvar, eps))
+            with torch.autocast(dev.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                mu, logvar = self.encoder(x)
+                mu, logvar = mu.float(), logvar.float()
+                eps = torch.randn(mu.shape, generator=gen).to(dev)
+                x_hat = self.decoder(reparameterize(mu, logvar, eps)).float()
             try:
                 parts = negative_elbo(x_hat, x, mu, logvar, cfg.likelihood, cfg.sigma)
                 # recon + w * kl, written from the full loss so that it is the loss itself

@@ -129,6 +129,21 @@ def test_export_bench_compares_torch_and_runtime(model_dir_factory, capsys) -> N
     assert {r["op"] for r in rows} == {"encode", "decode"}
     for r in rows:
         assert r["ratio"] == pytest.approx(r["runtime_per_s"] / r["torch_per_s"])
+    assert export_main(["bench", str(model_dir), "--variant", "int8", "--batch-sizes", "4",
+                        "--rounds", "1", "--threads", "1"]) == 2  # fmt: skip
+    assert "no variant 'int8'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_bench_runs_a_variant_and_prints_the_gemm_peak(capsys) -> None:
+    model_dir = REPO / "artifacts" / "mnist-mlp-z20"
+    assert export_main(["bench", str(model_dir), "--variant", "int8", "--batch-sizes", "4",
+                        "--rounds", "1", "--threads", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "vae_runtime (int8 variant)" in out
+    peak = float(out.split("torch.mm): ")[1].split()[0])
+    assert peak > 0
+    assert [line.split()[0] for line in out.splitlines()[-2:]] == ["encode", "decode"]
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,11 +29,14 @@ def _median_time(fn: Any, budget_s: float) -> float:
 
 def compare(
     model_dir: Path, batch_sizes: Sequence[int], threads: int, rounds: int = 5,
-    budget_s: float = 0.4,
+    budget_s: float = 0.4, variant: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """``variant`` (e.g. "int8") runs that variant's graphs against the fp32 PyTorch
+    modules: a comparison of deployments, not of engines on equal arithmetic."""
     ckpt = model_checkpoint(model_dir, "bench")
     torch.set_num_threads(threads)
-    vae = VAE(model_dir, threads=threads, spinning=False, batch_size=max(batch_sizes))
+    vae = VAE(model_dir, threads=threads, spinning=False, batch_size=max(batch_sizes),
+              variant=variant)  # fmt: skip
     flops = {r: vae.manifest["graphs"][r].get("flops_per_image") for r in ("encoder", "decoder")}
     rng = np.random.default_rng(0)
     rows = []
@@ -75,10 +78,14 @@ def resolve_model_dir(path: Path, data_dir: str | Path, tmp: Path) -> Path:
     return export_model_dir(path, tmp / "model", data_dir=data_dir).out_dir
 
 
-def format_rows(rows: list[dict[str, Any]], threads: int, peak: float | None = None) -> str:
+def format_rows(
+    rows: list[dict[str, Any]], threads: int, peak: float | None = None,
+    variant: str | None = None,
+) -> str:  # fmt: skip
     head = (f"{'op':7} {'batch':>6} {'torch img/s':>12} {'runtime img/s':>14} {'ratio':>7} "
             f"{'torch GFLOP/s':>14} {'runtime GFLOP/s':>16}")  # fmt: skip
-    lines = [f"PyTorch {torch.__version__} eager vs vae_runtime, {threads} threads"]
+    what = f"vae_runtime ({variant} variant)" if variant else "vae_runtime"
+    lines = [f"PyTorch {torch.__version__} eager (float32) vs {what}, {threads} threads"]
     if peak:
         lines.append(f"float32 GEMM peak of these cores (1024x1024 torch.mm): {peak:.0f} GFLOP/s")
     lines += [head, "-" * len(head)]
@@ -91,7 +98,7 @@ def format_rows(rows: list[dict[str, Any]], threads: int, peak: float | None = N
 
 
 def run(path: Path, data_dir: str | Path, batch_sizes: Sequence[int], threads: int,
-        rounds: int = 5) -> list[dict[str, Any]]:  # fmt: skip
+        rounds: int = 5, variant: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = resolve_model_dir(path, data_dir, Path(tmp))
-        return compare(model_dir, batch_sizes, threads, rounds)
+        return compare(model_dir, batch_sizes, threads, rounds, variant=variant)

@@ -166,6 +166,10 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=int_list, default=[1, 64, 256, 1024])
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--variant", default=None,
+        help="run a variant's graphs (e.g. int8) against the fp32 PyTorch modules",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
     return p
 
@@ -176,11 +180,13 @@ def run_bench(argv: list[str]) -> int:
 
     from vae_export import bench
 
-    rows = bench.run(args.path, args.data_dir, args.batch_sizes, args.threads, args.rounds)
+    rows = bench.run(args.path, args.data_dir, args.batch_sizes, args.threads, args.rounds,
+                     args.variant)  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(bench.format_rows(rows, args.threads, bench.gemm_peak_gflops(args.threads)))
+        peak = bench.gemm_peak_gflops(args.threads)
+        print(bench.format_rows(rows, args.threads, peak, args.variant))
     return 0
 
 

@@ -7,11 +7,13 @@ only then swapped into place, so a failed export never touches an existing direc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,25 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.rename(tmp, out_dir)
+
+
+@contextlib.contextmanager
+def staged_copy(model_dir: Path) -> Iterator[Path]:
+    """A copy of ``model_dir`` beside it, for a change that must land whole: swapped into
+    place when the block ends, removed if it raises (``model_dir`` stays byte-identical)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+    try:
+        tmp.rmdir()
+        shutil.copytree(model_dir, tmp)
+        yield tmp
+        _swap_into_place(tmp, model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(model_dir: Path, doc: dict[str, Any]) -> None:
+    (model_dir / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _check_target(out_dir: Path) -> None:

@@ -18,8 +18,6 @@ provider here and on CUDA wherever tests run with a GPU.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from vae_export import validate
 from vae_export.errors import ValidationError
-from vae_export.exporter import _swap_into_place, prior_latents
+from vae_export.exporter import prior_latents, staged_copy, write_manifest
 from vae_export.manifest import file_entry
 from vae_export.quantize import _images
 from vae_export.verify import check_files, model_checkpoint, read_manifest
@@ -138,10 +136,7 @@ def add_fp16_variant(
     eps = np.random.default_rng(seed + 1).standard_normal((len(test_x), latent))
     eps = eps.astype(np.float32)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
-    try:
-        tmp.rmdir()
-        shutil.copytree(model_dir, tmp)
+    with staged_copy(model_dir) as tmp:
         t0 = time.perf_counter()
         # onnx.load reads the external data from the checkpoints beside the graph.
         half = to_fp16(onnx.load(str(model_dir / manifest["graphs"]["decoder"]["file"])))
@@ -159,7 +154,7 @@ def add_fp16_variant(
         doc["files"][DECODER_FILE] = file_entry(tmp, DECODER_FILE, "graph")
         files = {"encoder": manifest["graphs"]["encoder"]["file"], "decoder": DECODER_FILE}
         doc.setdefault("variants", {})[VARIANT] = dict(files)
-        (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
+        write_manifest(tmp, doc)
         nelbo32 = float(fp32.score(test_x, eps=eps).mean())
         nelbo16 = float(VAE(tmp, variant=VARIANT).score(test_x, eps=eps).mean())
         if abs(nelbo16 - nelbo32) > MAX_NELBO_CHANGE:
@@ -188,10 +183,6 @@ def add_fp16_variant(
                                             3)},
             "seconds": round(seconds, 2),
         }  # fmt: skip
-        (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
+        write_manifest(tmp, doc)
         VAE(tmp, variant=VARIANT)  # the runtime accepts the finished directory
-        _swap_into_place(tmp, model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return doc["variants"][VARIANT]

@@ -17,7 +17,6 @@ test negative ELBO against the fp32 graphs, all recorded in the manifest.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from onnxruntime.quantization import (
 
 from vae_export import graphs, validate
 from vae_export.errors import ExportError, ValidationError
-from vae_export.exporter import _swap_into_place, prior_latents
+from vae_export.exporter import prior_latents, staged_copy, write_manifest
 from vae_export.manifest import file_entry
 from vae_export.verify import check_files, model_checkpoint, read_manifest
 from vae_runtime import VAE
@@ -221,10 +220,7 @@ def add_int8_variant(
     posterior = fp32.sample(mu, logvar, seed=seed)
     calib_z = np.concatenate([posterior, prior_latents(latent, calibration_size // 2, seed)])
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
-    try:
-        tmp.rmdir()
-        shutil.copytree(model_dir, tmp)
+    with staged_copy(model_dir) as tmp:
         eps = np.random.default_rng(seed + 1).standard_normal((len(test_x), latent))
         eps = eps.astype(np.float32)
         t0 = time.perf_counter()
@@ -248,7 +244,7 @@ def add_int8_variant(
         for rel in FILES.values():
             doc["files"][rel] = file_entry(tmp, rel, "graph")
         doc.setdefault("variants", {})[VARIANT] = dict(FILES)
-        (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
+        write_manifest(tmp, doc)
         int8 = VAE(tmp, variant=VARIANT)
         nelbo8 = float(int8.score(test_x, eps=eps).mean())
         if nelbo8 - nelbo32 > MAX_NELBO_CHANGE:
@@ -287,10 +283,6 @@ def add_int8_variant(
             "speed": speed,
             "seconds": round(seconds, 2),
         }  # fmt: skip
-        (tmp / "manifest.json").write_text(json.dumps(doc, indent=2) + "\n")
+        write_manifest(tmp, doc)
         VAE(tmp, variant=VARIANT)  # the runtime accepts the finished directory
-        _swap_into_place(tmp, model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return doc["variants"][VARIANT]

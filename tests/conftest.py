@@ -4,12 +4,25 @@ project); VAE_ONNX_DATA_DIR overrides that location."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("VAE_ONNX_DATA_DIR", REPO.parent / "shared" / "datasets"))
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def tree_bytes() -> Callable[[Path], dict[str, bytes]]:
+    """Every file under a folder, path -> bytes: for "a refusal leaves it byte-identical"."""
+    return _tree_bytes
 
 
 @pytest.fixture(scope="session")

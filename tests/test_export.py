@@ -29,12 +29,6 @@ def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim]
 
 
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
 def make_run(root: Path, arch: str = "conv", latent: int = 20, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = {"arch": arch, "latent_dim": latent, "dataset": "mnist", "likelihood": "bernoulli"}
@@ -217,7 +211,7 @@ def test_config_not_matching_weights_refused(tmp_path: Path, data_dir: Path) -> 
 
 
 def test_failed_validation_leaves_existing_directory_identical(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, tree_bytes
 ) -> None:
     run = make_run(tmp_path / "run", seed=1)
     out = tmp_path / "model"

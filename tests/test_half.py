@@ -25,12 +25,6 @@ SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
 CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
 @pytest.fixture
 def model(model_dir_factory, tmp_path) -> Path:
     return Path(shutil.copytree(model_dir_factory("conv", 20), tmp_path / "model"))
@@ -85,7 +79,9 @@ def test_fp16_sigmoid_stays_float32(tmp_path: Path, data_dir: Path) -> None:
     assert np.abs(np.log(got) - np.log(want)).max() < 0.05
 
 
-def test_fp16_refusal_leaves_directory_identical(model: Path, data_dir: Path, monkeypatch) -> None:
+def test_fp16_refusal_leaves_directory_identical(
+    model: Path, data_dir: Path, monkeypatch, tree_bytes
+) -> None:
     before = tree_bytes(model)
     monkeypatch.setattr(half, "FP16_TOLERANCE", {"max_abs": 0.0})
     with pytest.raises(ValidationError, match="max abs"):

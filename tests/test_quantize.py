@@ -22,12 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
 
 
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
 @pytest.fixture
 def model(model_dir_factory, tmp_path) -> Path:
     return Path(shutil.copytree(model_dir_factory("mlp", 20), tmp_path / "model"))
@@ -54,7 +48,7 @@ def test_quantize_adds_a_checked_variant(model: Path, data_dir: Path, capsys) ->
 
 @pytest.mark.slow
 def test_quantize_refusal_leaves_directory_identical(
-    model: Path, data_dir: Path, monkeypatch
+    model: Path, data_dir: Path, monkeypatch, tree_bytes
 ) -> None:
     before = tree_bytes(model)
     monkeypatch.setattr(q, "INT8_TOLERANCE", {"mean_abs": 0.0})

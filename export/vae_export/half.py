@@ -30,7 +30,7 @@ from vae_export import validate
 from vae_export.errors import ValidationError
 from vae_export.exporter import prior_latents, staged_copy, write_manifest
 from vae_export.manifest import file_entry
-from vae_export.quantize import _images
+from vae_export.quantize import fp32_graph_bytes, split_images
 from vae_export.verify import check_files, model_checkpoint, read_manifest
 from vae_runtime import VAE
 
@@ -131,7 +131,7 @@ def add_fp16_variant(
     ckpt = model_checkpoint(model_dir, "convert to fp16")
     latent = int(manifest["latent_dim"])
     dataset = manifest.get("dataset", {}).get("name") or "mnist"
-    test = _images(dataset, "test", data_dir, "the fp16 check")[:eval_size]
+    test = split_images(dataset, "test", data_dir, "the fp16 check")[:eval_size]
     test_x = (test.astype(np.float32) / 255.0)[:, None]
     eps = np.random.default_rng(seed + 1).standard_normal((len(test_x), latent))
     eps = eps.astype(np.float32)
@@ -162,9 +162,7 @@ def add_fp16_variant(
                 f"fp16 decoder changes the test negative ELBO by {nelbo16 - nelbo32:+.4f} nats "
                 f"(bound {MAX_NELBO_CHANGE})"
             )
-        fp32_bytes = sum((model_dir / f).stat().st_size for f in (
-            manifest["graphs"]["decoder"]["file"],
-            *manifest["graphs"]["decoder"].get("external_data", [])))  # fmt: skip
+        fp32_bytes = fp32_graph_bytes(model_dir, manifest, "decoder")
         doc["variants"][VARIANT] = {
             **files,
             "method": "onnxruntime.transformers.float16, float32 inputs/outputs and final "

@@ -65,7 +65,7 @@ class _Batches(CalibrationDataReader):
         return next(self._it, None)
 
 
-def _images(dataset: str, split: str, data_dir: Path, purpose: str = "int8 calibration"
+def split_images(dataset: str, split: str, data_dir: Path, purpose: str = "int8 calibration"
             ) -> np.ndarray:  # fmt: skip
     try:
         s = load_split(get_spec(dataset), split, data_dir, {})
@@ -102,8 +102,8 @@ def _quantize(src: Path, dst: Path, name: str, data: np.ndarray, recipe: str) ->
     )  # fmt: skip
 
 
-def _fp32_bytes(model_dir: Path, manifest: dict, role: str) -> int:
-    """A graph file plus the checkpoint it reads its weights from."""
+def fp32_graph_bytes(model_dir: Path, manifest: dict, role: str) -> int:
+    """The size of a default graph: its file plus the checkpoint it reads its weights from."""
     graph = manifest["graphs"][role]
     return sum((model_dir / f).stat().st_size
                for f in (graph["file"], *graph.get("external_data", [])))  # fmt: skip
@@ -144,7 +144,8 @@ def _choose_recipes(
         for form, src in sources[role]:
             for recipe in RECIPES:
                 _quantize(src, tmp / FILES[role], name, calib[role], recipe)
-                ratio = _fp32_bytes(model_dir, manifest, role) / (tmp / FILES[role]).stat().st_size
+                size = (tmp / FILES[role]).stat().st_size
+                ratio = fp32_graph_bytes(model_dir, manifest, role) / size
                 trial = {**sessions, role: validate.ort_session(str(tmp / FILES[role]))}
                 change = _nelbo(trial["encoder"], trial["decoder"], test_x, eps, likelihood) - base
                 key = f"{form}/{recipe}" if len(sources[role]) > 1 else recipe
@@ -209,10 +210,10 @@ def add_int8_variant(
     dataset = manifest.get("dataset", {}).get("name") or "mnist"
     latent = int(manifest["latent_dim"])
     rng = np.random.default_rng(seed)
-    train = _images(dataset, "train", data_dir)
+    train = split_images(dataset, "train", data_dir)
     calib = train[rng.choice(len(train), calibration_size, replace=False)]
     calib_x = (calib.astype(np.float32) / 255.0)[:, None]
-    test = _images(dataset, "test", data_dir)[:eval_size]
+    test = split_images(dataset, "test", data_dir)[:eval_size]
     test_x = (test.astype(np.float32) / 255.0)[:, None]
 
     fp32 = VAE(model_dir, threads=None)
@@ -262,7 +263,7 @@ def add_int8_variant(
             "decode_fp32_per_s": round(_throughput(dec32, "z", z)),
             "decode_int8_per_s": round(_throughput(dec8, "z", z)),
         }
-        sizes = {r: _fp32_bytes(tmp, doc, r) / (tmp / FILES[r]).stat().st_size for r in FILES}
+        sizes = {r: fp32_graph_bytes(tmp, doc, r) / (tmp / FILES[r]).stat().st_size for r in FILES}
         doc["variants"][VARIANT] = {
             **FILES,
             "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "

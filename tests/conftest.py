@@ -59,8 +59,8 @@ def export_fresh_model(
     import torch
 
     from vae_export import export_model_dir
+    from vae_train.architectures import build_decoder, build_encoder
     from vae_train.checkpoint import save_checkpoint
-    from vae_train.models import build_decoder, build_encoder
 
     torch.manual_seed(1234 + latent_dim)
     enc, dec = build_encoder(arch, latent_dim), build_decoder(arch, latent_dim)

@@ -19,10 +19,10 @@ from vae_export import ExportError, ValidationError, export_model_dir
 from vae_export.cli import main as export_main
 from vae_export.graphs import random_ops
 from vae_export.phase import FromPhases, ToPhases, phases_to_map, rewrite_decoder
+from vae_train.architectures import ARCHITECTURES, build_decoder, build_encoder
 from vae_train.checkpoint import save_checkpoint
-from vae_train.models import build_decoder, build_encoder
 
-ARCH_LATENTS = [("conv", 2), ("conv", 20), ("mlp", 2), ("mlp", 20)]
+ARCH_LATENTS = [(arch, latent) for arch in sorted(ARCHITECTURES) for latent in (2, 20)]
 
 
 def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
@@ -150,7 +150,7 @@ def test_phase_rewrite_is_exact(shape: tuple[int, int, int, int]) -> None:
 def test_phase_rewrite_of_the_conv_decoder() -> None:
     torch.manual_seed(4)
     decoder = build_decoder("conv", 6).eval()
-    rewritten, count = rewrite_decoder(decoder)
+    rewritten, count = rewrite_decoder(decoder, ARCHITECTURES["conv"].phase_tail)
     assert count == 2
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in decoder.modules())  # a copy
@@ -158,11 +158,27 @@ def test_phase_rewrite_of_the_conv_decoder() -> None:
     with torch.no_grad():
         assert torch.allclose(rewritten(z), decoder(z), atol=1e-6)
     mlp = build_decoder("mlp", 6)
-    assert rewrite_decoder(mlp) == (mlp, 0)
+    assert rewrite_decoder(mlp, ARCHITECTURES["mlp"].phase_tail) == (mlp, 0)
     with pytest.raises(ValueError, match="kernel 4, stride 2"):
         ToPhases(torch.nn.ConvTranspose2d(2, 2, 3, 1, 1))
     with pytest.raises(ValueError, match="no output padding"):
         FromPhases(torch.nn.ConvTranspose2d(2, 2, 4, 2, 1, output_padding=1))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_declared_phase_tail_is_rewritten_exactly(arch: str) -> None:
+    torch.manual_seed(5)
+    decoder = build_decoder(arch, 3).eval()
+    tail = ARCHITECTURES[arch].phase_tail
+    rewritten, count = rewrite_decoder(decoder, tail)
+    assert count == (2 if tail else 0)
+    if tail:
+        names = {name for name, m in rewritten.named_modules()}
+        assert set(tail) <= names
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
+    z = torch.randn(7, 3) * 3
+    with torch.no_grad():
+        assert torch.allclose(rewritten(z), decoder(z), atol=1e-6)
 
 
 def test_decoder_graph_phase_form_by_default(model_dir_factory) -> None:
@@ -319,12 +335,13 @@ def test_likelihood_parity_catches_flushed_outputs(data_dir: Path, monkeypatch) 
         dec.deconv2.bias.fill_(-24.0)  # logits near -24: sigmoid ~ 4e-11
     images = test_images("mnist", data_dir, 16)
     lik = {"name": "bernoulli"}
-    exported, _ = graphs.export_decoder(dec, 4)
+    tail = ARCHITECTURES["conv"].phase_tail
+    exported, _ = graphs.export_decoder(dec, 4, tail=tail)
     good = validate.likelihood_parity(enc, dec, validate.ort_session(exported.SerializeToString()),
                                       images, lik, (16,))  # fmt: skip
     assert good[0].max_rel <= validate.LIKELIHOOD_REL_TOLERANCE
     monkeypatch.setattr(graphs, "exact_sigmoid", lambda model: 0)
-    plain, _ = graphs.export_decoder(dec, 4)
+    plain, _ = graphs.export_decoder(dec, 4, tail=tail)
     bad = validate.likelihood_parity(enc, dec, validate.ort_session(plain.SerializeToString()),
                                      images, lik, (16,))  # fmt: skip
     assert bad[0].max_rel > 100 * validate.LIKELIHOOD_REL_TOLERANCE

@@ -17,8 +17,8 @@ import torch
 from vae_export import ValidationError, export_model_dir, half
 from vae_export.cli import main as export_main
 from vae_runtime import VAE
+from vae_train.architectures import build_decoder, build_encoder
 from vae_train.checkpoint import load_checkpoint, save_checkpoint
-from vae_train.models import build_decoder, build_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))

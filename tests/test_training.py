@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vae_train import trainer as trainer_mod
+from vae_train.architectures import build_decoder, build_encoder
 from vae_train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -27,7 +28,7 @@ from vae_train.checkpoint import (
 )
 from vae_train.datasets import DatasetError
 from vae_train.losses import ElboParts
-from vae_train.models import build_decoder, build_encoder, count_parameters
+from vae_train.models import count_parameters
 from vae_train.trainer import TrainConfig, Trainer, TrainingError, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,7 +206,7 @@ SAVER = """
 import json, sys, torch
 from pathlib import Path
 from vae_train.checkpoint import save_checkpoint
-from vae_train.models import build_decoder, build_encoder
+from vae_train.architectures import build_decoder, build_encoder
 run = Path(sys.argv[1])
 latest = run / "checkpoints" / "latest.json"
 start = json.loads(latest.read_text())["epoch"] + 1 if latest.exists() else 1

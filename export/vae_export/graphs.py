@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -60,18 +60,23 @@ def export_encoder(encoder: nn.Module, opset: int = DEFAULT_OPSET) -> onnx.Model
 
 
 def export_decoder(
-    decoder: nn.Module, latent_dim: int, opset: int = DEFAULT_OPSET, form: str = "phase"
+    decoder: nn.Module,
+    latent_dim: int,
+    opset: int = DEFAULT_OPSET,
+    form: str = "phase",
+    tail: Sequence[str] | None = None,
 ) -> tuple[onnx.ModelProto, int]:
     """Export the decoder and say how many layers were rewritten.
 
-    ``form="phase"`` (the default) turns the conv decoder's ConvTranspose layers into
-    Convs over a phase grid (see phase.py); ``"convtranspose"`` keeps them as they are.
+    ``form="phase"`` (the default) turns the ConvTranspose layers named by ``tail`` (the
+    architecture's ``phase_tail``) into Convs over a phase grid (see phase.py);
+    ``"convtranspose"``, or no tail, keeps the decoder as it is.
     """
     if form not in DECODER_FORMS:
         raise ValueError(f"decoder form must be one of {', '.join(DECODER_FORMS)}, got {form!r}")
     rewritten = 0
     if form == "phase":
-        decoder, rewritten = rewrite_decoder(decoder)
+        decoder, rewritten = rewrite_decoder(decoder, tail)
     return export_module(decoder, torch.randn(2, latent_dim), *DECODER_IO, opset), rewritten
 
 

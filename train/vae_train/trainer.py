@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vae_train import atomic, figures
+from vae_train.architectures import arch_names, build_modules
 from vae_train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -31,7 +32,7 @@ from vae_train.checkpoint import (
 )
 from vae_train.datasets import Dataset, load_dataset
 from vae_train.losses import LIKELIHOODS, negative_elbo
-from vae_train.models import ARCHS, build_decoder, build_encoder, count_parameters, reparameterize
+from vae_train.models import count_parameters, reparameterize
 
 # Settings that must not change when a run is resumed.
 RESUME_KEYS = (
@@ -43,6 +44,10 @@ PRECISIONS = ("fp32", "bf16")
 
 class TrainingError(RuntimeError):
     """Training cannot start or continue (bad settings, or the loss stopped being finite)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -75,8 +80,10 @@ class TrainConfig:
     command: str = ""
 
     def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise TrainingError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch not in arch_names():
+            raise TrainingError(
+                f"--arch must be one of {', '.join(arch_names())}, got {self.arch!r}"
+            )
         if self.likelihood not in LIKELIHOODS:
             raise TrainingError(f"--likelihood must be one of {LIKELIHOODS}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -204,8 +211,8 @@ class Trainer:
         self.test_x = as_tensor(test_images)
         self.steps_per_epoch = -(-len(self.train_x) // cfg.batch_size)
         torch.manual_seed(cfg.seed)
-        self.encoder = build_encoder(cfg.arch, cfg.latent_dim).to(self.device)
-        self.decoder = build_decoder(cfg.arch, cfg.latent_dim).to(self.device)
+        encoder, decoder = build_modules({"arch": cfg.arch, "latent_dim": cfg.latent_dim})
+        self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
         self.fixed_z = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(0))
@@ -297,7 +304,7 @@ class Trainer:
                     if epoch > 1
                     else "No checkpoint was written."
                 )
-                raise TrainingError(
+                raise NonFiniteLossError(
                     f"non-finite loss ({value}) at epoch {epoch}, step {step + 1} "
                     f"(global step {(epoch - 1) * steps + step + 1}); stopped. {kept}"
                 )
@@ -381,3 +388,25 @@ class Trainer:
                 break
         figures.save_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
         return self.history
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    download: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """One training run, as ``vae-train`` does it: fetch the dataset if asked, start (or
+    resume) the run in ``run_dir`` and train it to the end; returns the epoch history."""
+    if download:
+        from vae_train.download import download_dataset
+
+        download_dataset(cfg.dataset, cfg.data_dir)
+    trainer = Trainer(cfg, run_dir, progress=progress)
+    if resume:
+        trainer.resume()
+        log(f"resuming {run_dir} at epoch {trainer.start_epoch}")
+    return trainer.fit(log=log)

@@ -80,7 +80,7 @@ def build_manifest(
     export_info: dict[str, Any],
 ) -> dict[str, Any]:
     train_keys = ("epochs", "batch_size", "lr", "lr_schedule", "seed", "val_size", "patience",
-                  "kl_warmup", "precision")  # fmt: skip
+                  "kl_warmup", "precision", "ema")  # fmt: skip
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

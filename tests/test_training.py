@@ -589,3 +589,29 @@ def test_bf16_autocast_trains_float32_weights_close_to_fp32(tmp_path, data_dir) 
         Trainer(cfg, tmp_path / "bf16", progress=False).resume()
     with pytest.raises(TrainingError, match="--precision"):
         Trainer(TrainConfig(data_dir=str(data_dir), precision="fp16"), tmp_path / "z")
+
+
+def test_ema_checkpoints_the_average_and_resumes_bit_identically(tmp_path, data_dir) -> None:
+    cfg = config(data_dir, epochs=2, val_size=128, ema=0.9)
+    full = train(cfg, tmp_path / "full")
+    row = full.history[-1]
+    assert {"val_loss", "val_raw_loss"} <= row.keys()
+    assert row["val_loss"] != row["val_raw_loss"]
+    # The checkpoint holds the averaged weights; the raw ones are only in the training state.
+    ckpt = latest_dir(tmp_path / "full")
+    saved = load_file(ckpt / "decoder.safetensors")
+    raw = load_train_state(ckpt)["raw_decoder"]
+    assert all(torch.equal(saved[k], full.ema["decoder"].module.state_dict()[k]) for k in saved)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)
+    # Resumed after epoch 1, the average and the raw weights end where the full run ended.
+    train(config(data_dir, epochs=1, val_size=128, ema=0.9), tmp_path / "part")
+    resumed = Trainer(cfg, tmp_path / "part", progress=False)
+    resumed.resume()
+    resumed.fit(log=quiet)
+    assert_same_weights(latest_dir(tmp_path / "part"), ckpt)
+    raw_resumed = load_train_state(latest_dir(tmp_path / "part"))["raw_decoder"]
+    assert all(torch.equal(raw[k], raw_resumed[k]) for k in raw)
+    with pytest.raises(TrainingError, match="ema"):
+        Trainer(config(data_dir, epochs=3, val_size=128), tmp_path / "part").resume()
+    with pytest.raises(TrainingError, match="--ema"):
+        Trainer(config(data_dir, ema=1.0), tmp_path / "bad")

@@ -33,6 +33,7 @@ TRAIN_KEYS = (
     "patience",
     "kl_warmup",
     "precision",
+    "ema",
 )
 
 

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="bf16: bfloat16 autocast for the training forward passes (faster on CPUs with "
         "AVX-512 BF16 or AMX); weights, losses and evaluation stay float32",
     )  # fmt: skip
+    p.add_argument(
+        "--ema", type=float, default=d.ema, metavar="DECAY",
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
+        "and evaluate, select and export the averaged weights (0 = off)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")

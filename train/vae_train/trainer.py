@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from vae_train import atomic, figures
@@ -38,6 +39,7 @@ from vae_train.models import count_parameters, reparameterize
 RESUME_KEYS = (
     "arch", "latent_dim", "dataset", "likelihood", "sigma", "batch_size", "lr",
     "lr_schedule", "seed", "val_size", "limit_train", "limit_test", "kl_warmup", "precision",
+    "ema",
 )  # fmt: skip
 PRECISIONS = ("fp32", "bf16")
 
@@ -74,6 +76,10 @@ class TrainConfig:
     # CPUs with AVX-512 BF16 or AMX); weights, optimizer state, losses and every evaluation
     # stay float32.
     precision: str = "fp32"
+    # Decay of an exponential moving average of the weights (0 = off). When on, the averaged
+    # weights are the ones evaluated, selected on validation and written as the checkpoint;
+    # the raw weights live on in the training state so that a resume is bit-identical.
+    ema: float = 0.0
     limit_train: int | None = None  # use only the first N training images (smoke runs)
     limit_test: int | None = None
     threads: int | None = None
@@ -105,6 +111,8 @@ class TrainConfig:
             raise TrainingError("--kl-warmup must be a number of epochs >= 0")
         if self.precision not in PRECISIONS:
             raise TrainingError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise TrainingError(f"--ema must be a decay in [0, 1), got {self.ema}")
         if self.patience and not self.val_size:
             raise TrainingError("--patience needs a validation split (--val-size > 0)")
 
@@ -188,6 +196,11 @@ def _checkpoint_config(
     }
 
 
+def _averaged(module: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``module``'s weights (torch's own EMA helper)."""
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool | None = None):
         cfg.validate()
@@ -215,11 +228,31 @@ class Trainer:
         self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.ema = {n: _averaged(m, cfg.ema) for n, m in self._raw().items()} if cfg.ema else {}
         self.fixed_z = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(0))
         self.start_epoch = 1
         self.resumed = False
         self.best_val = math.inf
         self.history: list[dict[str, Any]] = []
+
+    def _raw(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "decoder": self.decoder}
+
+    def _kept(self) -> tuple[nn.Module, nn.Module]:
+        """The weights that are evaluated, selected and checkpointed: the EMA when on."""
+        if self.cfg.ema:
+            return self.ema["encoder"].module, self.ema["decoder"].module
+        return self.encoder, self.decoder
+
+    def _ema_state(self) -> dict[str, Any]:
+        """What a resume needs beyond the checkpointed (averaged) weights."""
+        if not self.cfg.ema:
+            return {}
+        return {
+            "raw_encoder": self.encoder.state_dict(),
+            "raw_decoder": self.decoder.state_dict(),
+            "ema_steps": int(self.ema["encoder"].n_averaged.item()),
+        }
 
     # -- resume ---------------------------------------------------------------------------
     def resume(self) -> None:
@@ -239,9 +272,16 @@ class Trainer:
                 + ", ".join(changed)
             )
         state = load_train_state(ckpt_dir)
-        self.encoder.load_state_dict(ckpt.encoder.state_dict())
-        self.decoder.load_state_dict(ckpt.decoder.state_dict())
+        kept = ckpt.encoder.state_dict(), ckpt.decoder.state_dict()
         try:
+            if self.cfg.ema:
+                for (name, averaged), weights in zip(self.ema.items(), kept, strict=True):
+                    averaged.module.load_state_dict(weights)
+                    averaged.n_averaged.fill_(int(state["ema_steps"]))
+                    self._raw()[name].load_state_dict(state[f"raw_{name}"])
+            else:
+                self.encoder.load_state_dict(kept[0])
+                self.decoder.load_state_dict(kept[1])
             self.optimizer.load_state_dict(state["optimizer"])
             self.start_epoch = int(state["epoch"]) + 1
             self.best_val = float(state["best_val"])
@@ -311,6 +351,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            for name, averaged in self.ema.items():
+                averaged.update_parameters(self._raw()[name])
             totals += torch.stack([p.detach().sum() for p in parts]).double().cpu()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{value / len(x):.2f}")
@@ -318,12 +360,13 @@ class Trainer:
         return {"loss": loss, "recon": recon, "kl": kl}
 
     def _write_epoch_outputs(self, epoch: int) -> None:
+        encoder, decoder = self._kept()
         with torch.no_grad():
-            self.decoder.eval()
-            self.encoder.eval()
-            samples = self.decoder(self.fixed_z.to(self.device)).cpu().numpy()
+            decoder.eval()
+            encoder.eval()
+            samples = decoder(self.fixed_z.to(self.device)).cpu().numpy()
             x = _to_float(self.test_x[:8], self.device)
-            recon = self.decoder(self.encoder(x)[0]).cpu().numpy()
+            recon = decoder(encoder(x)[0]).cpu().numpy()
         figures.save_png(
             figures.image_grid(samples, 8), self.run_dir / f"samples/epoch-{epoch:03d}.png"
         )
@@ -349,13 +392,18 @@ class Trainer:
             train = self.train_epoch(epoch)
             train_seconds = time.perf_counter() - t0
             eval_seed = cfg.seed + 10_000
-            test = evaluate(self.encoder, self.decoder, self.test_x, cfg, self.device, eval_seed)
+            encoder, decoder = self._kept()
+            test = evaluate(encoder, decoder, self.test_x, cfg, self.device, eval_seed)
             row: dict[str, Any] = {"epoch": epoch}
             row.update({f"train_{k}": v for k, v in train.items()})
             improved = False
             if cfg.val_size:
-                val = evaluate(self.encoder, self.decoder, self.val_x, cfg, self.device, eval_seed)
+                val = evaluate(encoder, decoder, self.val_x, cfg, self.device, eval_seed)
                 row.update({f"val_{k}": v for k, v in val.items()})
+                if cfg.ema:  # the raw weights too, so one run shows what the average buys
+                    raw = evaluate(self.encoder, self.decoder, self.val_x, cfg, self.device,
+                                   eval_seed)  # fmt: skip
+                    row["val_raw_loss"] = raw["loss"]
                 improved = val["loss"] < self.best_val
                 if improved:
                     self.best_val = val["loss"]
@@ -365,10 +413,11 @@ class Trainer:
             row["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(row)
             metrics = {k: v for k, v in row.items() if "seconds" not in k}
-            config = _checkpoint_config(cfg, self.data, self.encoder, self.decoder, epoch, metrics)
+            config = _checkpoint_config(cfg, self.data, encoder, decoder, epoch, metrics)
             state = {"optimizer": self.optimizer.state_dict(), "epoch": epoch,
-                     "best_val": self.best_val, "history": self.history}  # fmt: skip
-            save_checkpoint(self.run_dir, self.encoder, self.decoder, config, state, epoch,
+                     "best_val": self.best_val, "history": self.history,
+                     **self._ema_state()}  # fmt: skip
+            save_checkpoint(self.run_dir, encoder, decoder, config, state, epoch,
                             best=improved or not cfg.val_size)  # fmt: skip
             atomic.write_bytes(
                 self.run_dir / "metrics.jsonl",

@@ -32,8 +32,14 @@ def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
 def make_run(root: Path, arch: str = "conv", latent: int = 20, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = {"arch": arch, "latent_dim": latent, "dataset": "mnist", "likelihood": "bernoulli"}
-    save_checkpoint(root, build_encoder(arch, latent), build_decoder(arch, latent), config,
-                    {"epoch": 1}, epoch=1)  # fmt: skip
+    save_checkpoint(
+        root,
+        build_encoder(arch, latent),
+        build_decoder(arch, latent),
+        config,
+        {"epoch": 1},
+        epoch=1,
+    )
     return root
 
 
@@ -114,9 +120,12 @@ def test_metadata_and_manifest(model_dir_factory) -> None:
         assert key in manifest
     assert manifest["versions"]["opset"] >= 18
     assert set(manifest["files"]) == {
-        "encoder.onnx", "decoder.onnx", "checkpoints/encoder.safetensors",
-        "checkpoints/decoder.safetensors", "checkpoints/config.json",
-    }  # fmt: skip
+        "encoder.onnx",
+        "decoder.onnx",
+        "checkpoints/encoder.safetensors",
+        "checkpoints/decoder.safetensors",
+        "checkpoints/config.json",
+    }
     for rel, entry in manifest["files"].items():
         data = (model_dir / rel).read_bytes()
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
@@ -300,8 +309,9 @@ def _sigmoid_graph() -> onnx.ModelProto:
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, None])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, None])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Sigmoid", ["x"], ["y"])], "g", [x], [y])
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)],
-                                  ir_version=10)  # fmt: skip
+    return onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=10
+    )
 
 
 def test_exact_sigmoid_matches_torch_through_saturation() -> None:
@@ -327,21 +337,24 @@ def test_likelihood_parity_catches_flushed_outputs(data_dir: Path, monkeypatch) 
     """A decoder whose outputs reach 1e-12 (faint-ink pixels): with ORT's plain Sigmoid the
     per-image -log p(x|z) is far off; the exported form matches PyTorch."""
     from vae_export import graphs, validate
-    from vae_export.exporter import test_images
+    from vae_export.data import sample_test_images
+    from vae_export.parity import LIKELIHOOD_REL_TOLERANCE
 
     torch.manual_seed(0)
     enc, dec = build_encoder("conv", 4), build_decoder("conv", 4)
     with torch.no_grad():
         dec.deconv2.bias.fill_(-24.0)  # logits near -24: sigmoid ~ 4e-11
-    images = test_images("mnist", data_dir, 16)
+    images = sample_test_images("mnist", data_dir, 16)
     lik = {"name": "bernoulli"}
     tail = ARCHITECTURES["conv"].phase_tail
     exported, _ = graphs.export_decoder(dec, 4, tail=tail)
-    good = validate.likelihood_parity(enc, dec, validate.ort_session(exported.SerializeToString()),
-                                      images, lik, (16,))  # fmt: skip
-    assert good[0].max_rel <= validate.LIKELIHOOD_REL_TOLERANCE
+    good = validate.likelihood_parity(
+        enc, dec, validate.ort_session(exported.SerializeToString()), images, lik, (16,)
+    )
+    assert good[0].max_rel <= LIKELIHOOD_REL_TOLERANCE
     monkeypatch.setattr(graphs, "exact_sigmoid", lambda model: 0)
     plain, _ = graphs.export_decoder(dec, 4, tail=tail)
-    bad = validate.likelihood_parity(enc, dec, validate.ort_session(plain.SerializeToString()),
-                                     images, lik, (16,))  # fmt: skip
-    assert bad[0].max_rel > 100 * validate.LIKELIHOOD_REL_TOLERANCE
+    bad = validate.likelihood_parity(
+        enc, dec, validate.ort_session(plain.SerializeToString()), images, lik, (16,)
+    )
+    assert bad[0].max_rel > 100 * LIKELIHOOD_REL_TOLERANCE

@@ -18,28 +18,39 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from vae_export import manifest as manifest_doc
 from vae_export.errors import ExportError, ValidationError
+from vae_format.atomic import current_umask
+from vae_format.contract import MANIFEST_FILE
+from vae_format.manifest import FileEntry, Manifest
 from vae_runtime import VAE
 from vae_runtime.errors import VAEError
 
-MANIFEST = "manifest.json"
-
 
 class ModelDirBuilder:
-    """A staged model directory: ``root`` on disk and the manifest that will describe it."""
+    """A staged model directory: ``root`` on disk and the manifest that will describe it.
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    A new directory has no manifest until :meth:`create_manifest`; the files added before
+    are listed in it then. Every change goes through vae_format's checked Manifest."""
+
+    def __init__(self, root: Path, manifest: Manifest | None = None) -> None:
         self.root = root
-        self.manifest = manifest
+        self._manifest = manifest
+        self._files: dict[str, FileEntry] = {}
         self._variants: list[str] = []
 
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            raise RuntimeError("the manifest is created after the files (create_manifest)")
+        return self._manifest
+
     def add_bytes(self, rel: str, data: bytes, role: str) -> Path:
-        """Write ``data`` to ``rel`` and list it in the manifest with its sha256."""
+        """Write ``data`` to ``rel`` and list it (size, sha256, role)."""
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        return self.add_existing(rel, role)
+        self._list(rel, FileEntry.of_bytes(data, role))
+        return path
 
     def add_copy(self, rel: str, src: Path, role: str) -> Path:
         (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -48,21 +59,32 @@ class ModelDirBuilder:
 
     def add_existing(self, rel: str, role: str) -> Path:
         """List a file written into ``root`` by other means (e.g. a quantizer)."""
-        self.manifest.setdefault("files", {})[rel] = manifest_doc.file_entry(self.root, rel, role)
+        self._list(rel, FileEntry.of_file(self.root / rel, role))
         return self.root / rel
+
+    def _list(self, rel: str, entry: FileEntry) -> None:
+        self._files[rel] = entry
+        if self._manifest is not None:
+            self._manifest = self._manifest.with_files({rel: entry})
+
+    def create_manifest(self, **fields: Any) -> Manifest:
+        """The manifest of a new directory (``Manifest.create``'s fields but ``files``)."""
+        self._manifest = Manifest.create(self.root, files=self._files, **fields)
+        return self._manifest
 
     def add_variant(self, name: str, files: Mapping[str, str], info: Mapping[str, Any]) -> None:
         """List variant ``name``: its graph per role (files already added) and what it is."""
-        self.manifest.setdefault("variants", {})[name] = {**files, **info}
+        self._manifest = self.manifest.with_variant(name, files, **info)
         if name not in self._variants:
             self._variants.append(name)
 
-    def write_manifest(self) -> None:
-        manifest_doc.write(self.root / MANIFEST, self.manifest)
+    def set_section(self, key: str, value: Any) -> None:
+        """An informational top-level section of the manifest, e.g. "quality"."""
+        self._manifest = self.manifest.with_section(key, value)
 
     def load(self, variant: str | None = None) -> VAE:
         """The staged directory as the runtime sees it (the manifest is written first)."""
-        self.write_manifest()
+        self.manifest.write()
         try:
             return VAE(self.root, variant=variant)
         except VAEError as exc:
@@ -78,21 +100,21 @@ def check_target(out_dir: Path) -> None:
     """Refuse to replace anything but a model directory (or an empty folder)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).exists():
         raise ExportError(
-            f"refusing to replace {out_dir}: it is not empty and holds no {MANIFEST} "
+            f"refusing to replace {out_dir}: it is not empty and holds no {MANIFEST_FILE} "
             "(not a model directory)"
         )
 
 
 @contextlib.contextmanager
-def new_model_dir(out_dir: Path, manifest: dict[str, Any]) -> Iterator[ModelDirBuilder]:
+def new_model_dir(out_dir: Path) -> Iterator[ModelDirBuilder]:
     """Build ``out_dir`` from nothing; it replaces an existing model directory there."""
     check_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with _staged(out_dir, copy=False) as root:
-        root.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a model directory is shared
-        builder = ModelDirBuilder(root, manifest)
+        root.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; a model dir is shared
+        builder = ModelDirBuilder(root)
         yield builder
         builder.finish()
 
@@ -101,7 +123,7 @@ def new_model_dir(out_dir: Path, manifest: dict[str, Any]) -> Iterator[ModelDirB
 def changed_model_dir(model_dir: Path) -> Iterator[ModelDirBuilder]:
     """Change a copy of ``model_dir`` (e.g. add a variant); swapped in if the block succeeds."""
     with _staged(model_dir, copy=True) as root:
-        builder = ModelDirBuilder(root, manifest_doc.read(root / MANIFEST))
+        builder = ModelDirBuilder(root, Manifest.load(root))
         yield builder
         builder.finish()
 
@@ -135,9 +157,3 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         os.rename(backup, target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

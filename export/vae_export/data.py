@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from vae_export.errors import ExportError
-from vae_train.datasets import DatasetError, get_spec, load_split
+from vae_format.datasets import read_split
+from vae_format.errors import DataFileError
 
 
 def split_images(dataset: str, split: str, data_dir: str | Path, purpose: str) -> np.ndarray:
     """Every uint8 image (N, 28, 28) of one split; ``purpose`` names the check that needs them."""
     try:
-        return load_split(get_spec(dataset), split, Path(data_dir), {}).images
-    except DatasetError as exc:
+        return read_split(dataset, split, data_dir).images
+    except DataFileError as exc:
         raise ExportError(f"{purpose} needs the {dataset} files: {exc}") from None
 
 

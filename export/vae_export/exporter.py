@@ -97,14 +97,19 @@ def export_model_dir(
         "checkpoint_epoch": ckpt.config.get("epoch"),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    doc = manifest.build_manifest(name, ckpt.config, opset, summary, export_info)
-    with new_model_dir(out_dir, doc) as builder:
+    with new_model_dir(out_dir) as builder:
         _add_files(builder, exported, ckpt, ckpt_bytes)
-        _describe_graphs(builder.manifest, exported, ckpt)
+        graph_sections = _graph_sections(exported, ckpt)
+        builder.create_manifest(
+            **manifest.new_manifest_fields(
+                name, ckpt.config, graph_sections, opset, summary, export_info
+            )
+        )
         if evaluate_k:
             dataset = ckpt.config.get("dataset", "mnist")
-            builder.manifest["quality"] = quality(builder.load(), dataset, data_dir, evaluate_k)
-    return ExportResult(out_dir, builder.manifest, rows + lik_rows, time.perf_counter() - t0)
+            builder.set_section("quality", quality(builder.load(), dataset, data_dir, evaluate_k))
+    doc = builder.manifest.to_dict()
+    return ExportResult(out_dir, doc, rows + lik_rows, time.perf_counter() - t0)
 
 
 def _export_graphs(
@@ -133,9 +138,7 @@ def _export_graphs(
         validate.check_graph(model, role, latent_dim)
         source = ENCODER_FILE if role == "encoder" else DECODER_FILE
         location = f"{CHECKPOINT_SUBDIR}/{source}"
-        if not self_contained and shared_weights.share_weights(
-            model, ckpt_bytes[source], location
-        ):
+        if not self_contained and shared_weights.share_weights(model, ckpt_bytes[source], location):
             external[role] = {location: ckpt_bytes[source]}
     return _Graphs(models, external, rewritten)
 
@@ -175,16 +178,21 @@ def _add_files(
         builder.add_copy("training/metrics.jsonl", run_dir / "metrics.jsonl", "log")
 
 
-def _describe_graphs(doc: dict[str, Any], exported: _Graphs, ckpt: Checkpoint) -> None:
-    """FLOPs per image (the network's and the graph's) and the external-data files."""
+def _graph_sections(exported: _Graphs, ckpt: Checkpoint) -> dict[str, dict[str, Any]]:
+    """Per role: the file, its external-data files, and its FLOPs per image (the network's
+    and the graph's)."""
     latent_dim = int(ckpt.config["latent_dim"])
     modules = {"encoder": ckpt.encoder, "decoder": ckpt.decoder}
     examples = {"encoder": torch.rand(1, 1, 28, 28), "decoder": torch.zeros(1, latent_dim)}
-    for role in ROLES:
-        entry = doc["graphs"][role]
-        entry["flops_per_image"] = flops.model_flops(modules[role], examples[role])
-        entry["graph_flops_per_image"] = flops.graph_flops(exported.models[role])
-        entry["external_data"] = sorted(exported.external[role])
+    return {
+        role: {
+            "file": GRAPH_FILES[role],
+            "external_data": sorted(exported.external[role]),
+            "flops_per_image": flops.model_flops(modules[role], examples[role]),
+            "graph_flops_per_image": flops.graph_flops(exported.models[role]),
+        }
+        for role in ROLES
+    }
 
 
 def quality(vae: VAE, dataset: str, data_dir: str | Path, k: int) -> dict[str, Any]:

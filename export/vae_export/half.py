@@ -93,16 +93,23 @@ def _drop_round_trips(graph: onnx.GraphProto) -> int:
         return next((a.i for a in node.attribute if a.name == "to"), None)
 
     round_trips = [
-        (node, users) for node in graph.node
-        if node.op_type == "Cast" and cast_to(node) == f16 and node.output[0] not in outputs
+        (node, users)
+        for node in graph.node
+        if node.op_type == "Cast"
+        and cast_to(node) == f16
+        and node.output[0] not in outputs
         and (users := consumers.get(node.output[0], []))
         and all(u.op_type == "Cast" and cast_to(u) == f32 for u in users)
-    ]  # fmt: skip
+    ]
     gone = {id(n) for node, users in round_trips for n in (node, *users)}
     kept = [n for n in graph.node if id(n) not in gone]
     for node, users in round_trips:
-        kept += [onnx.helper.make_node("Identity", [node.input[0]], list(u.output),
-                                       name=f"{u.name}_float32") for u in users]  # fmt: skip
+        kept += [
+            onnx.helper.make_node(
+                "Identity", [node.input[0]], list(u.output), name=f"{u.name}_float32"
+            )
+            for u in users
+        ]
     del graph.node[:]
     graph.node.extend(kept)  # sorted afterwards
     return len(round_trips)
@@ -139,7 +146,7 @@ def add_fp16_variant(
         seconds = time.perf_counter() - t0
         rows = _parity(check, validate.ort_session(str(path)), seed)
         quality = variant.score(builder, check, VARIANT, files, MAX_NELBO_CHANGE, two_sided=True)
-        fp32_bytes = variant.fp32_graph_bytes(source.path, source.manifest, "decoder")
+        fp32_bytes = source.fp32_graph_bytes("decoder")
         info = variant.entry(
             files,
             method=METHOD,

@@ -1,5 +1,6 @@
 """A model directory as the starting point of a check, a benchmark or a variant: its
-manifest, with every listed file verified, and the PyTorch checkpoints it carries."""
+manifest (read with every check of vae_format), every listed file verified, and the
+PyTorch checkpoints it carries."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vae_export import manifest as manifest_doc
 from vae_export.errors import ExportError
+from vae_format.manifest import FileEntry, Manifest, likelihood_section
 from vae_train.checkpoint import (
     CONFIG_FILE,
     DECODER_FILE,
@@ -24,34 +25,42 @@ CHECKPOINT_FILES = (ENCODER_FILE, DECODER_FILE, CONFIG_FILE)
 
 @dataclass
 class ModelSource:
-    path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     checkpoint: Checkpoint
 
     @property
+    def path(self) -> Path:
+        return self.manifest.directory
+
+    @property
     def latent_dim(self) -> int:
-        return int(self.manifest["latent_dim"])
+        return self.manifest.latent_dim
 
     @property
     def dataset(self) -> str:
-        return self.manifest.get("dataset", {}).get("name") or "mnist"
+        return self.manifest.section("dataset", {}).get("name") or "mnist"
+
+    @property
+    def likelihood(self) -> dict[str, Any]:
+        return likelihood_section(self.manifest.likelihood, self.manifest.sigma)
 
     def graph_files(self, variant: str | None = None) -> dict[str, str]:
         """role -> relative graph file of ``variant`` (None: the default graphs)."""
-        if variant is None:
-            return {role: self.manifest["graphs"][role]["file"] for role in ("encoder", "decoder")}
-        try:
-            return dict(self.manifest["variants"][variant])
-        except KeyError:
-            raise ExportError(f"{self.path} has no variant {variant!r}") from None
+        return self.manifest.graph_files(variant)
+
+    def fp32_graph_bytes(self, role: str) -> int:
+        """The size of a default graph: its file plus the checkpoint it reads weights from."""
+        files = (self.manifest.graphs[role], *self.manifest.external_files(role))
+        return sum((self.path / f).stat().st_size for f in files)
 
 
-def check_files(model_dir: Path, manifest: dict[str, Any]) -> None:
-    for rel, entry in manifest.get("files", {}).items():
-        path = model_dir / rel
+def check_files(manifest: Manifest) -> None:
+    """Every listed file present with the recorded size and sha256 (hashed in blocks)."""
+    for rel, entry in manifest.files.items():
+        path = manifest.directory / rel
         if not path.is_file():
             raise ExportError(f"{path} is listed in the manifest but missing")
-        if manifest_doc.sha256_file(path) != entry.get("sha256"):
+        if FileEntry.of_file(path, entry.role) != entry:
             raise ExportError(f"{path}: sha256 differs from the manifest (modified or damaged)")
 
 
@@ -72,8 +81,8 @@ def model_checkpoint(model_dir: Path, purpose: str) -> Checkpoint:
 
 
 def open_model_dir(model_dir: str | Path, purpose: str) -> ModelSource:
-    """``model_dir``'s verified manifest and checkpoints; ``purpose`` goes in errors."""
-    model_dir = Path(model_dir)
-    manifest = manifest_doc.read(model_dir / "manifest.json")
-    check_files(model_dir, manifest)
-    return ModelSource(model_dir, manifest, model_checkpoint(model_dir, purpose))
+    """``model_dir``'s checked manifest, its files verified, and its checkpoints;
+    ``purpose`` (e.g. "verify") goes into the errors."""
+    manifest = Manifest.load(model_dir)
+    check_files(manifest)
+    return ModelSource(manifest, model_checkpoint(manifest.directory, purpose))

@@ -99,8 +99,7 @@ def add_int8_variant(
             rows=rows,
             quality=quality,
             size_ratio={
-                r: variant.fp32_graph_bytes(source.path, source.manifest, r)
-                / (builder.root / f).stat().st_size
+                r: source.fp32_graph_bytes(r) / (builder.root / f).stat().st_size
                 for r, f in FILES.items()
             },
             seconds=seconds,
@@ -224,14 +223,14 @@ def _choose_recipes(
     preference: the conv decoder's phase form quantizes to the faster int8 graph, but its
     extra intermediate (the per-tap products) can cost too much precision for a small
     latent, where the ConvTranspose form may still fit the budget."""
-    source, likelihood = check.source, check.source.manifest["likelihood"]
+    source, likelihood = check.source, check.source.likelihood
     sessions = dict(fp32)
     base = _nelbo(sessions["encoder"], sessions["decoder"], check.test_x, check.eps, likelihood)
     bounds = {"encoder": MAX_NELBO_CHANGE / 2, "decoder": MAX_NELBO_CHANGE * DECODER_MARGIN}
     chosen: dict[str, dict[str, Any]] = {}
     for role in ("encoder", "decoder"):
         tried: dict[str, Any] = {}
-        fp32_bytes = variant.fp32_graph_bytes(source.path, source.manifest, role)
+        fp32_bytes = source.fp32_graph_bytes(role)
         for (form, src), recipe in ((s, r) for s in sources[role] for r in RECIPES):
             _quantize(src, out / FILES[role], INPUTS[role], calib[role], recipe)
             ratio = fp32_bytes / (out / FILES[role]).stat().st_size
@@ -255,7 +254,7 @@ def _sources(check: variant.VariantCheck, scratch: Path) -> dict[str, list[tuple
     """The fp32 graphs to quantize per role (see _choose_recipes)."""
     source = check.source
     files = {r: source.path / f for r, f in source.graph_files().items()}
-    export = source.manifest.get("export", {})
+    export = source.manifest.section("export", {})
     phase = export.get("decoder_form") == "phase" and bool(export.get("decoder_rewrites"))
     decoder = [("phase" if phase else "default", files["decoder"])]
     if phase:

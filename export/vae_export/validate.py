@@ -10,11 +10,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import helper
 from torch import nn
 
 from vae_export.errors import ValidationError
-from vae_export.graphs import DECODER_IO, ENCODER_IO, random_ops
+from vae_export.graphs import random_ops
 from vae_export.parity import BATCH_SIZES, ParityRow, compare
+from vae_format.contract import contract
 
 
 def ort_session(
@@ -47,24 +49,23 @@ def check_graph(model: onnx.ModelProto, role: str, latent_dim: int) -> None:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ValidationError(f"onnx.checker rejected the {role} graph: {exc}") from None
-    image, latent = [None, 1, 28, 28], [None, latent_dim]
-    if role == "encoder":
-        names, want = ENCODER_IO, {"x": image, "mu": latent, "logvar": latent}
-    else:
-        names, want = DECODER_IO, {"z": latent, "x_hat": image}
+    spec = contract(role, latent_dim)
+    want_in, want_out = list(spec.input_names), list(spec.output_names)
     got_in = [i.name for i in model.graph.input]
     got_out = [o.name for o in model.graph.output]
-    if (got_in, got_out) != (names[0], names[1]):
+    if (got_in, got_out) != (want_in, want_out):
         raise ValidationError(
-            f"{role} graph has inputs {got_in} and outputs {got_out}, expected {names[0]} -> "
-            f"{names[1]}"
+            f"{role} graph has inputs {got_in} and outputs {got_out}, expected {want_in} -> "
+            f"{want_out}"
         )
+    tensors = {t.name: t for t in (*spec.inputs, *spec.outputs)}
     for vi in [*model.graph.input, *model.graph.output]:
-        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ValidationError(f"{role} graph: {vi.name} is not float32")
-        if _dims(vi) != want[vi.name]:
+        want = tensors[vi.name]
+        if vi.type.tensor_type.elem_type != helper.np_dtype_to_tensor_dtype(np.dtype(want.dtype)):
+            raise ValidationError(f"{role} graph: {vi.name} is not {want.dtype}")
+        if tuple(_dims(vi)) != want.shape:
             raise ValidationError(
-                f"{role} graph: {vi.name} has shape {_dims(vi)}, expected {want[vi.name]} "
+                f"{role} graph: {vi.name} has shape {_dims(vi)}, expected {list(want.shape)} "
                 "(None = dynamic batch)"
             )
     found = random_ops(model)

@@ -49,13 +49,6 @@ def prepare(
     return VariantCheck(source, VAE(source.path, threads=None), test_x, eps.astype(np.float32))
 
 
-def fp32_graph_bytes(model_dir: Path, manifest: Mapping[str, Any], role: str) -> int:
-    """The size of a default graph: its file plus the checkpoint it reads its weights from."""
-    graph = manifest["graphs"][role]
-    files = (graph["file"], *graph.get("external_data", []))
-    return sum((model_dir / f).stat().st_size for f in files)
-
-
 def score(
     builder: ModelDirBuilder,
     check: VariantCheck,

@@ -47,8 +47,8 @@ def bounds_for(source: ModelSource, variant: str | None, tolerance: float | None
     if tolerance is not None:
         return {"max_abs": tolerance}
     if variant:
-        return dict(source.manifest["variants"][variant]["tolerance"])
-    return {"max_abs": source.manifest.get("parity", {}).get("tolerance", 1e-5)}
+        return dict(source.manifest.section("variants")[variant]["tolerance"])
+    return {"max_abs": source.manifest.section("parity", {}).get("tolerance", 1e-5)}
 
 
 def check_model_dir(
@@ -84,9 +84,8 @@ def parity_rows(
     if data_dir is not None:
         images = sample_test_images(source.dataset, data_dir, n)
         rows += validate.encoder_parity(ckpt.encoder, enc, images, "test images", batch_sizes)
-        likelihood = source.manifest["likelihood"]
         rows += validate.likelihood_parity(
-            ckpt.encoder, ckpt.decoder, dec, images, likelihood, batch_sizes
+            ckpt.encoder, ckpt.decoder, dec, images, source.likelihood, batch_sizes
         )
     noise = np.random.default_rng(1).random((n, 1, 28, 28), dtype=np.float32)
     rows += validate.encoder_parity(ckpt.encoder, enc, noise, "uniform noise", batch_sizes)

@@ -112,6 +112,4 @@ register(
         summary="two stride-2 convolutions, one hidden layer of 256; mirrored decoder",
     )
 )
-register(
-    Architecture("mlp", MLPEncoder, MLPDecoder, summary="one hidden layer of 400 (784-400-L)")
-)
+register(Architecture("mlp", MLPEncoder, MLPDecoder, summary="one hidden layer of 400 (784-400-L)"))

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from vae_train import atomic
+from vae_format import atomic
 from vae_train.architectures import ROLES, build_modules, get_architecture
 
 ENCODER_FILE = "encoder.safetensors"

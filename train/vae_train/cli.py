@@ -24,32 +24,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=int, default=d.latent_dim)
     p.add_argument("--dataset", choices=list(DATASETS), default=d.dataset)
     p.add_argument("--data-dir", default=d.data_dir, help="folder holding the IDX files")
-    p.add_argument("--download", action="store_true",
-                   help="fetch missing dataset files (checksums verified)")  # fmt: skip
+    p.add_argument(
+        "--download", action="store_true", help="fetch missing dataset files (checksums verified)"
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule)
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=d.likelihood)
     p.add_argument("--sigma", type=float, default=d.sigma, help="Gaussian likelihood std")
-    p.add_argument("--val-size", type=int, default=d.val_size,
-                   help="training images held out for model selection")  # fmt: skip
-    p.add_argument("--patience", type=int, default=d.patience,
-                   help="stop after this many epochs without validation improvement")  # fmt: skip
     p.add_argument(
-        "--kl-warmup", type=float, default=d.kl_warmup, metavar="EPOCHS",
+        "--val-size",
+        type=int,
+        default=d.val_size,
+        help="training images held out for model selection",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="stop after this many epochs without validation improvement",
+    )
+    p.add_argument(
+        "--kl-warmup",
+        type=float,
+        default=d.kl_warmup,
+        metavar="EPOCHS",
         help="raise the KL weight linearly from 0 to 1 over this many epochs",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--precision", choices=PRECISIONS, default=d.precision,
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
         help="bf16: bfloat16 autocast for the training forward passes (faster on CPUs with "
         "AVX-512 BF16 or AMX); weights, losses and evaluation stay float32",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--ema", type=float, default=d.ema, metavar="DECAY",
+        "--ema",
+        type=float,
+        default=d.ema,
+        metavar="DECAY",
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
         "and evaluate, select and export the averaged weights (0 = off)",
-    )  # fmt: skip
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -87,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vae-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vae-train: interrupted; the last completed epoch's checkpoint is kept",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "vae-train: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr
+        )
         return 130
     print(f"wrote {args.out}")
     return 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import vae_export
 from vae_export import ExportError, ValidationError, export_model_dir
 from vae_export.cli import main as export_main
 from vae_export.graphs import random_ops
@@ -358,3 +361,17 @@ def test_likelihood_parity_catches_flushed_outputs(data_dir: Path, monkeypatch) 
         enc, dec, validate.ort_session(plain.SerializeToString()), images, lik, (16,)
     )
     assert bad[0].max_rel > 100 * LIKELIHOOD_REL_TOLERANCE
+
+
+def test_the_cli_and_the_package_import_without_torch() -> None:
+    """`vae-export --help` must not pay for torch: the package import is light and the
+    subcommands import the library only when they run."""
+    code = (
+        "import sys, vae_export, vae_export.cli\n"
+        "vae_export.cli.build_parser()\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'vae_train') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    # the lazy attributes still resolve
+    assert callable(vae_export.export_model_dir) and vae_export.ExportResult.__name__

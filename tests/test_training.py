@@ -29,7 +29,7 @@ from vae_train.checkpoint import (
 from vae_train.datasets import DatasetError
 from vae_train.losses import ElboParts
 from vae_train.models import count_parameters
-from vae_train.trainer import TrainConfig, Trainer, TrainingError, evaluate
+from vae_train.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingError, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = ("encoder.safetensors", "decoder.safetensors")
@@ -387,6 +387,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"non-finite") as err:
         train(cfg, run)
+    assert isinstance(err.value, NonFiniteLossError)
     assert "epoch 2, step 3" in str(err.value) and f"global step {bad_step}" in str(err.value)
     assert "epoch 1" in str(err.value)
     assert json.loads((run / "checkpoints/latest.json").read_text())["epoch"] == 1

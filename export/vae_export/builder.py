@@ -85,15 +85,19 @@ class ModelDirBuilder:
     def load(self, variant: str | None = None) -> VAE:
         """The staged directory as the runtime sees it (the manifest is written first)."""
         self.manifest.write()
+        return self._open(variant)
+
+    def finish(self) -> None:
+        """Write the manifest and load every graph set it lists back through the runtime."""
+        self.manifest.write()
+        for variant in (None, *self._variants):
+            self._open(variant)
+
+    def _open(self, variant: str | None) -> VAE:
         try:
             return VAE(self.root, variant=variant)
         except VAEError as exc:
             raise ValidationError(f"the runtime refused the exported directory: {exc}") from None
-
-    def finish(self) -> None:
-        """Write the manifest and load every graph set it lists back through the runtime."""
-        for variant in (None, *self._variants):
-            self.load(variant)
 
 
 def check_target(out_dir: Path) -> None:

@@ -81,14 +81,7 @@ def export_model_dir(
     ckpt_bytes = {f: (ckpt.path / f).read_bytes() for f in CHECKPOINT_FILES}
     exported = _export_graphs(ckpt, name, opset, decoder_form, ckpt_bytes, self_contained)
     rows, lik_rows = _check_parity(ckpt, exported, data_dir, tolerance)
-    summary = {
-        "tolerance": tolerance,
-        **parity.maxima(rows),
-        "likelihood_max_rel": max(r.max_rel for r in lik_rows),
-        "likelihood_tolerance": parity.LIKELIHOOD_REL_TOLERANCE,
-        "batch_sizes": list(parity.BATCH_SIZES),
-        "rows": parity.rows_as_dicts(rows + lik_rows),
-    }
+    summary = _parity_summary(rows, lik_rows, tolerance)
     export_info = {
         "command": command,
         "opset": opset,
@@ -163,6 +156,20 @@ def _check_parity(
     )
     parity.require_within(lik_rows, {"max_rel": parity.LIKELIHOOD_REL_TOLERANCE})
     return rows, lik_rows
+
+
+def _parity_summary(
+    rows: list[parity.ParityRow], lik_rows: list[parity.ParityRow], tolerance: float
+) -> dict[str, Any]:
+    """The manifest's ``parity`` section: the worst figures, their bounds, every row."""
+    return {
+        "tolerance": tolerance,
+        **parity.maxima(rows),
+        "likelihood_max_rel": max(r.max_rel for r in lik_rows),
+        "likelihood_tolerance": parity.LIKELIHOOD_REL_TOLERANCE,
+        "batch_sizes": list(parity.BATCH_SIZES),
+        "rows": parity.rows_as_dicts(rows + lik_rows),
+    }
 
 
 def _add_files(

@@ -15,9 +15,8 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image
 
-from vae_runtime import VAE
+from vae_runtime import VAE, make_grid
 from vae_runtime.evaluate import load_split
-from vae_runtime.grid import make_grid
 from vae_train import atomic
 
 SCALE = 3  # 28-pixel digits are too small to see in a README

@@ -156,7 +156,7 @@ def write_synthetic_idx(path: Path, n: int, seed: int = 0, chunk: int = 10_000) 
 # A child that streams a file's embeddings to disk (what `vae-run embed` does).
 _STREAM = """
 from vae_runtime import VAE, open_images
-from vae_runtime.outputs import embed_to_npy
+from vae_runtime.streaming import embed_to_npy
 vae = VAE({model!r}, backend={backend!r}, batch_size={batch_size})
 embed_to_npy(vae, open_images({source!r}), {out!r}, batch_size={batch_size})
 """

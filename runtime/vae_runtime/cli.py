@@ -28,8 +28,9 @@ from vae_format.atomic import save_npy
 from . import __version__
 from .engines import DEFAULT_ENGINE, ENGINES
 from .errors import InputError, VAEError
-from .outputs import embed_to_npy, reconstruction_rows, save_grid
+from .outputs import reconstruction_rows, save_grid
 from .sources import ImageSource, open_images
+from .streaming import embed_to_npy
 from .vae import VAE
 
 PROG = "vae-run"

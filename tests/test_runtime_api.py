@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import vae_runtime
-import vae_runtime.providers as providers_mod
+import vae_runtime.engines.ort as providers_mod
 from vae_runtime import VAE, InputError, ProviderError, ProviderWarning, make_grid, save_grid
 from vae_runtime.sampling import LOGVAR_MAX, LOGVAR_MIN
 

@@ -57,7 +57,7 @@ def test_parameter_counts_latent_20() -> None:
     assert count_parameters(build_decoder("mlp", 20)) == 322_784
 
 
-@pytest.mark.parametrize("arch", ["conv", "mlp"])
+@pytest.mark.parametrize("arch", ["conv", "mlp"])  # the layer sizes worked out above
 @pytest.mark.parametrize("latent", [1, 2, 20])
 def test_parameter_counts_follow_layer_sizes(arch: str, latent: int) -> None:
     enc, dec = expected_counts(arch, latent)

@@ -17,15 +17,13 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from vae_export import parity
 from vae_export.errors import ExportError, ValidationError
 from vae_format.errors import VAEError
-from vae_runtime.cli import int_list
-from vae_runtime.errors import VAEError as RuntimeError_  # TODO: one class after r15-format
+from vae_runtime.cli import Subcommand, int_list
 
 PROG = "vae-export"
 DEFAULT_DATA_DIR = os.environ.get("VAE_ONNX_DATA_DIR", "data")
@@ -252,24 +250,21 @@ def run_figures(args: argparse.Namespace) -> int:
 # ---- the command line -----------------------------------------------------------------------
 
 
-class Subcommand(NamedTuple):
-    name: str
-    help: str
-    add: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
+# vae-run's Subcommand: (name, help, shared option groups, add, run); vae-export's
+# subcommands share no option group.
 SUBCOMMANDS = [
     Subcommand(
         "export",
         "export a training run to a model directory, validated against PyTorch before "
         "anything is written (the default subcommand)",
+        (),
         add_export,
         run_export,
     ),
     Subcommand(
         "verify",
         "re-run the parity check of model directories against their checkpoints",
+        (),
         add_verify,
         run_verify,
     ),
@@ -277,6 +272,7 @@ SUBCOMMANDS = [
         "quantize",
         "add an int8 variant (static QDQ, calibrated on training images), checked against "
         "the PyTorch checkpoint and the fp32 graphs' test negative ELBO",
+        (),
         add_quantize,
         run_quantize,
     ),
@@ -284,17 +280,23 @@ SUBCOMMANDS = [
         "fp16",
         "add an fp16 variant for CUDA (float16 decoder, fp32 encoder), checked against the "
         "PyTorch checkpoint and the fp32 graphs' test negative ELBO",
+        (),
         add_fp16,
         run_fp16,
     ),
     Subcommand(
         "bench",
         "PyTorch eager against vae_runtime on the same weights, in one process, alternating",
+        (),
         add_bench,
         run_bench,
     ),
     Subcommand(
-        "figures", "draw the README's pictures from the shipped models", add_figures, run_figures
+        "figures",
+        "draw the README's pictures from the shipped models",
+        (),
+        add_figures,
+        run_figures,
     ),
 ]
 DEFAULT_SUBCOMMAND = "export"
@@ -307,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(`{PROG} RUN --out DIR`), or work on one.",
     )
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
-    for name, help_text, add, run in SUBCOMMANDS:
+    for name, help_text, _, add, run in SUBCOMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add(p)
         p.set_defaults(run=run)
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"{PROG}: validation failed, nothing written: {exc}", file=sys.stderr)
         return 1
-    except (ExportError, VAEError, RuntimeError_) as exc:
+    except (ExportError, VAEError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 

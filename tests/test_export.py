@@ -375,3 +375,29 @@ def test_the_cli_and_the_package_import_without_torch() -> None:
     assert out.stdout.strip() == "[]"
     # the lazy attributes still resolve
     assert callable(vae_export.export_model_dir) and vae_export.ExportResult.__name__
+
+
+def test_builder_refuses_what_the_runtime_refuses_and_leaves_the_directory(
+    model_dir_factory, tmp_path: Path, tree_bytes
+) -> None:
+    from vae_export.builder import changed_model_dir
+
+    # self-contained: a variant's own graph gets no external data from the checkpoints
+    source = model_dir_factory("mlp", 2, self_contained=True)
+    model = Path(shutil.copytree(source, tmp_path / "model"))
+    before = tree_bytes(model)
+    refused = pytest.raises(ValidationError, match=r"runtime refused .*decoder\.bad\.onnx")
+    with refused, changed_model_dir(model) as builder:
+        builder.add_bytes("decoder.bad.onnx", b"not an onnx graph", "graph")
+        builder.add_variant("bad", {"encoder": "encoder.onnx", "decoder": "decoder.bad.onnx"}, {})
+    assert tree_bytes(model) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    # the same change with a real graph lands whole, listed and loadable
+    with changed_model_dir(model) as builder:
+        graph = (model / "decoder.onnx").read_bytes()
+        builder.add_bytes("decoder.copy.onnx", graph, "graph")
+        builder.add_variant("copy", {"encoder": "encoder.onnx", "decoder": "decoder.copy.onnx"}, {})
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["variants"]["copy"]["decoder"] == "decoder.copy.onnx"
+    assert manifest["files"]["decoder.copy.onnx"]["sha256"] == hashlib.sha256(graph).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

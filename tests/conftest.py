@@ -39,37 +39,54 @@ def model_dir_factory(tmp_path_factory, data_dir):
     cache: dict[tuple[str, int, str, bool], Path] = {}
 
     def make(
-        arch: str = "conv", latent_dim: int = 20, decoder_form: str = "phase",
+        arch: str = "conv",
+        latent_dim: int = 20,
+        decoder_form: str = "phase",
         self_contained: bool = False,
-    ) -> Path:  # fmt: skip
+    ) -> Path:
         key = (arch, latent_dim, decoder_form, self_contained)
         if key not in cache:
             root = tmp_path_factory.mktemp(f"{arch}-z{latent_dim}")
-            cache[key] = export_fresh_model(root, data_dir, arch, latent_dim, decoder_form,
-                                            self_contained)  # fmt: skip
+            cache[key] = export_fresh_model(
+                root, data_dir, arch, latent_dim, decoder_form, self_contained
+            )
         return cache[key]
 
     return make
 
 
 def export_fresh_model(
-    root: Path, data_dir: Path, arch: str, latent_dim: int, decoder_form: str = "phase",
+    root: Path,
+    data_dir: Path,
+    arch: str,
+    latent_dim: int,
+    decoder_form: str = "phase",
     self_contained: bool = False,
-) -> Path:  # fmt: skip
+) -> Path:
     import torch
 
     from vae_export import export_model_dir
+    from vae_train.architectures import build_decoder, build_encoder
     from vae_train.checkpoint import save_checkpoint
-    from vae_train.models import build_decoder, build_encoder
 
     torch.manual_seed(1234 + latent_dim)
     enc, dec = build_encoder(arch, latent_dim), build_decoder(arch, latent_dim)
     config = {
-        "arch": arch, "latent_dim": latent_dim, "dataset": "mnist", "likelihood": "bernoulli",
-        "sigma": 0.1, "epoch": 0, "command": "fixture",
-    }  # fmt: skip
+        "arch": arch,
+        "latent_dim": latent_dim,
+        "dataset": "mnist",
+        "likelihood": "bernoulli",
+        "sigma": 0.1,
+        "epoch": 0,
+        "command": "fixture",
+    }
     save_checkpoint(root / "run", enc, dec, config, {"epoch": 0}, epoch=0)
     out = root / "model"
-    export_model_dir(root / "run", out, data_dir=data_dir, decoder_form=decoder_form,
-                     self_contained=self_contained)  # fmt: skip
+    export_model_dir(
+        root / "run",
+        out,
+        data_dir=data_dir,
+        decoder_form=decoder_form,
+        self_contained=self_contained,
+    )
     return out

@@ -217,9 +217,24 @@ def test_cli_download_then_train(
     spec = DATASETS["mnist"]
     monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(spec, mirrors=(server.url,)))
     run = tmp_path / "run"
-    argv = ["--download", "--data-dir", str(tmp_path / "data"), "--out", str(run), "--arch",
-            "mlp", "--epochs", "1", "--limit-train", "256", "--limit-test", "100",
-            "--threads", "1", "--no-progress"]  # fmt: skip
+    argv = [
+        "--download",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(run),
+        "--arch",
+        "mlp",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "100",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     assert cli.main(argv) == 0
     assert len(server.requests) == 4
     assert (run / "checkpoints" / "latest.json").is_file()

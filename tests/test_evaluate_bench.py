@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from vae_export.cli import main as export_main
+from vae_format.idx import read_idx_header
 from vae_runtime import VAE
 from vae_runtime.bench import format_report, run_bench, write_synthetic_idx
 from vae_runtime.cli import main as run_main
 from vae_runtime.evaluate import auroc, evaluate, knn_accuracy, load_split
-from vae_runtime.idx import read_idx_header
 from vae_train.checkpoint import load_checkpoint
 from vae_train.losses import negative_elbo
 from vae_train.models import reparameterize
@@ -80,8 +80,8 @@ def test_evaluate_agrees_with_pytorch(model_dir_factory, data_dir: Path) -> None
 
 def test_evaluate_cli_reports_every_figure(model_dir_factory, data_dir: Path, capsys) -> None:
     model_dir = model_dir_factory("mlp", 2)
-    code = run_main(["evaluate", str(model_dir), "--data-dir", str(data_dir), "--k", "3",
-                     "--limit", "200", "--ood-dataset", "fashion-mnist", "--json"])  # fmt: skip
+    flags = ["--k", "3", "--limit", "200", "--ood-dataset", "fashion-mnist", "--json"]
+    code = run_main(["evaluate", str(model_dir), "--data-dir", str(data_dir), *flags])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["test_images"] == 200
@@ -105,8 +105,9 @@ def test_synthetic_idx_is_valid(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_runtime_bench_report(model_dir_factory) -> None:
     model_dir = str(model_dir_factory("conv", 20))
-    report = run_bench(model_dir, threads=1, batch_sizes=(1, 8), budget_s=0.05, cold_runs=1,
-                       stream=1500)  # fmt: skip
+    report = run_bench(
+        model_dir, threads=1, batch_sizes=(1, 8), budget_s=0.05, cold_runs=1, stream=1500
+    )
     rows = {(r["op"], r["batch"]): r for r in report["throughput"]}
     assert set(rows) == {(op, b) for op in ("encode", "decode", "generate") for b in (1, 8)}
     flops = VAE(model_dir).manifest["graphs"]["encoder"]["flops_per_image"]
@@ -122,23 +123,22 @@ def test_runtime_bench_report(model_dir_factory) -> None:
 @pytest.mark.slow
 def test_export_bench_compares_torch_and_runtime(model_dir_factory, capsys) -> None:
     model_dir = model_dir_factory("mlp", 2)
-    code = export_main(["bench", str(model_dir), "--batch-sizes", "4", "--rounds", "1",
-                        "--threads", "1", "--json"])  # fmt: skip
+    quick = ["--batch-sizes", "4", "--rounds", "1", "--threads", "1"]
+    code = export_main(["bench", str(model_dir), *quick, "--json"])
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["op"] for r in rows} == {"encode", "decode"}
     for r in rows:
         assert r["ratio"] == pytest.approx(r["runtime_per_s"] / r["torch_per_s"])
-    assert export_main(["bench", str(model_dir), "--variant", "int8", "--batch-sizes", "4",
-                        "--rounds", "1", "--threads", "1"]) == 2  # fmt: skip
+    assert export_main(["bench", str(model_dir), "--variant", "int8", *quick]) == 2
     assert "no variant 'int8'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_export_bench_runs_a_variant_and_prints_the_gemm_peak(capsys) -> None:
     model_dir = REPO / "artifacts" / "mnist-mlp-z20"
-    assert export_main(["bench", str(model_dir), "--variant", "int8", "--batch-sizes", "4",
-                        "--rounds", "1", "--threads", "1"]) == 0  # fmt: skip
+    quick = ["--variant", "int8", "--batch-sizes", "4", "--rounds", "1", "--threads", "1"]
+    assert export_main(["bench", str(model_dir), *quick]) == 0
     out = capsys.readouterr().out
     assert "vae_runtime (int8 variant)" in out
     peak = float(out.split("torch.mm): ")[1].split()[0])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +17,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import vae_export
 from vae_export import ExportError, ValidationError, export_model_dir
 from vae_export.cli import main as export_main
 from vae_export.graphs import random_ops
 from vae_export.phase import FromPhases, ToPhases, phases_to_map, rewrite_decoder
+from vae_train.architectures import ARCHITECTURES, build_decoder, build_encoder
 from vae_train.checkpoint import save_checkpoint
-from vae_train.models import build_decoder, build_encoder
 
-ARCH_LATENTS = [("conv", 2), ("conv", 20), ("mlp", 2), ("mlp", 20)]
+ARCH_LATENTS = [(arch, latent) for arch in sorted(ARCHITECTURES) for latent in (2, 20)]
 
 
 def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
@@ -32,8 +35,14 @@ def dims(vi: onnx.ValueInfoProto) -> list[int | str]:
 def make_run(root: Path, arch: str = "conv", latent: int = 20, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = {"arch": arch, "latent_dim": latent, "dataset": "mnist", "likelihood": "bernoulli"}
-    save_checkpoint(root, build_encoder(arch, latent), build_decoder(arch, latent), config,
-                    {"epoch": 1}, epoch=1)  # fmt: skip
+    save_checkpoint(
+        root,
+        build_encoder(arch, latent),
+        build_decoder(arch, latent),
+        config,
+        {"epoch": 1},
+        epoch=1,
+    )
     return root
 
 
@@ -114,9 +123,12 @@ def test_metadata_and_manifest(model_dir_factory) -> None:
         assert key in manifest
     assert manifest["versions"]["opset"] >= 18
     assert set(manifest["files"]) == {
-        "encoder.onnx", "decoder.onnx", "checkpoints/encoder.safetensors",
-        "checkpoints/decoder.safetensors", "checkpoints/config.json",
-    }  # fmt: skip
+        "encoder.onnx",
+        "decoder.onnx",
+        "checkpoints/encoder.safetensors",
+        "checkpoints/decoder.safetensors",
+        "checkpoints/config.json",
+    }
     for rel, entry in manifest["files"].items():
         data = (model_dir / rel).read_bytes()
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
@@ -150,7 +162,7 @@ def test_phase_rewrite_is_exact(shape: tuple[int, int, int, int]) -> None:
 def test_phase_rewrite_of_the_conv_decoder() -> None:
     torch.manual_seed(4)
     decoder = build_decoder("conv", 6).eval()
-    rewritten, count = rewrite_decoder(decoder)
+    rewritten, count = rewrite_decoder(decoder, ARCHITECTURES["conv"].phase_tail)
     assert count == 2
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in decoder.modules())  # a copy
@@ -158,11 +170,27 @@ def test_phase_rewrite_of_the_conv_decoder() -> None:
     with torch.no_grad():
         assert torch.allclose(rewritten(z), decoder(z), atol=1e-6)
     mlp = build_decoder("mlp", 6)
-    assert rewrite_decoder(mlp) == (mlp, 0)
+    assert rewrite_decoder(mlp, ARCHITECTURES["mlp"].phase_tail) == (mlp, 0)
     with pytest.raises(ValueError, match="kernel 4, stride 2"):
         ToPhases(torch.nn.ConvTranspose2d(2, 2, 3, 1, 1))
     with pytest.raises(ValueError, match="no output padding"):
         FromPhases(torch.nn.ConvTranspose2d(2, 2, 4, 2, 1, output_padding=1))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_declared_phase_tail_is_rewritten_exactly(arch: str) -> None:
+    torch.manual_seed(5)
+    decoder = build_decoder(arch, 3).eval()
+    tail = ARCHITECTURES[arch].phase_tail
+    rewritten, count = rewrite_decoder(decoder, tail)
+    assert count == (2 if tail else 0)
+    if tail:
+        names = {name for name, m in rewritten.named_modules()}
+        assert set(tail) <= names
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
+    z = torch.randn(7, 3) * 3
+    with torch.no_grad():
+        assert torch.allclose(rewritten(z), decoder(z), atol=1e-6)
 
 
 def test_decoder_graph_phase_form_by_default(model_dir_factory) -> None:
@@ -284,8 +312,9 @@ def _sigmoid_graph() -> onnx.ModelProto:
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, None])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, None])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Sigmoid", ["x"], ["y"])], "g", [x], [y])
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)],
-                                  ir_version=10)  # fmt: skip
+    return onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=10
+    )
 
 
 def test_exact_sigmoid_matches_torch_through_saturation() -> None:
@@ -311,20 +340,64 @@ def test_likelihood_parity_catches_flushed_outputs(data_dir: Path, monkeypatch) 
     """A decoder whose outputs reach 1e-12 (faint-ink pixels): with ORT's plain Sigmoid the
     per-image -log p(x|z) is far off; the exported form matches PyTorch."""
     from vae_export import graphs, validate
-    from vae_export.exporter import test_images
+    from vae_export.data import sample_test_images
+    from vae_export.parity import LIKELIHOOD_REL_TOLERANCE
 
     torch.manual_seed(0)
     enc, dec = build_encoder("conv", 4), build_decoder("conv", 4)
     with torch.no_grad():
         dec.deconv2.bias.fill_(-24.0)  # logits near -24: sigmoid ~ 4e-11
-    images = test_images("mnist", data_dir, 16)
+    images = sample_test_images("mnist", data_dir, 16)
     lik = {"name": "bernoulli"}
-    exported, _ = graphs.export_decoder(dec, 4)
-    good = validate.likelihood_parity(enc, dec, validate.ort_session(exported.SerializeToString()),
-                                      images, lik, (16,))  # fmt: skip
-    assert good[0].max_rel <= validate.LIKELIHOOD_REL_TOLERANCE
+    tail = ARCHITECTURES["conv"].phase_tail
+    exported, _ = graphs.export_decoder(dec, 4, tail=tail)
+    good = validate.likelihood_parity(
+        enc, dec, validate.ort_session(exported.SerializeToString()), images, lik, (16,)
+    )
+    assert good[0].max_rel <= LIKELIHOOD_REL_TOLERANCE
     monkeypatch.setattr(graphs, "exact_sigmoid", lambda model: 0)
-    plain, _ = graphs.export_decoder(dec, 4)
-    bad = validate.likelihood_parity(enc, dec, validate.ort_session(plain.SerializeToString()),
-                                     images, lik, (16,))  # fmt: skip
-    assert bad[0].max_rel > 100 * validate.LIKELIHOOD_REL_TOLERANCE
+    plain, _ = graphs.export_decoder(dec, 4, tail=tail)
+    bad = validate.likelihood_parity(
+        enc, dec, validate.ort_session(plain.SerializeToString()), images, lik, (16,)
+    )
+    assert bad[0].max_rel > 100 * LIKELIHOOD_REL_TOLERANCE
+
+
+def test_the_cli_and_the_package_import_without_torch() -> None:
+    """`vae-export --help` must not pay for torch: the package import is light and the
+    subcommands import the library only when they run."""
+    code = (
+        "import sys, vae_export, vae_export.cli\n"
+        "vae_export.cli.build_parser()\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'vae_train') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    # the lazy attributes still resolve
+    assert callable(vae_export.export_model_dir) and vae_export.ExportResult.__name__
+
+
+def test_builder_refuses_what_the_runtime_refuses_and_leaves_the_directory(
+    model_dir_factory, tmp_path: Path, tree_bytes
+) -> None:
+    from vae_export.builder import changed_model_dir
+
+    # self-contained: a variant's own graph gets no external data from the checkpoints
+    source = model_dir_factory("mlp", 2, self_contained=True)
+    model = Path(shutil.copytree(source, tmp_path / "model"))
+    before = tree_bytes(model)
+    refused = pytest.raises(ValidationError, match=r"runtime refused .*decoder\.bad\.onnx")
+    with refused, changed_model_dir(model) as builder:
+        builder.add_bytes("decoder.bad.onnx", b"not an onnx graph", "graph")
+        builder.add_variant("bad", {"encoder": "encoder.onnx", "decoder": "decoder.bad.onnx"}, {})
+    assert tree_bytes(model) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    # the same change with a real graph lands whole, listed and loadable
+    with changed_model_dir(model) as builder:
+        graph = (model / "decoder.onnx").read_bytes()
+        builder.add_bytes("decoder.copy.onnx", graph, "graph")
+        builder.add_variant("copy", {"encoder": "encoder.onnx", "decoder": "decoder.copy.onnx"}, {})
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["variants"]["copy"]["decoder"] == "decoder.copy.onnx"
+    assert manifest["files"]["decoder.copy.onnx"]["sha256"] == hashlib.sha256(graph).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -17,8 +17,8 @@ import torch
 from vae_export import ValidationError, export_model_dir, half
 from vae_export.cli import main as export_main
 from vae_runtime import VAE
+from vae_train.architectures import build_decoder, build_encoder
 from vae_train.checkpoint import load_checkpoint, save_checkpoint
-from vae_train.models import build_decoder, build_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
@@ -55,8 +55,21 @@ def test_fp16_adds_a_checked_variant(model: Path, data_dir: Path, capsys) -> Non
     assert got.dtype == np.float32
     assert np.abs(got - want).max() <= half.FP16_TOLERANCE["max_abs"]
     assert np.abs(got - want).mean() <= half.FP16_TOLERANCE["mean_abs"]
-    assert export_main(["verify", str(model), "--variant", "fp16", "--data-dir", str(data_dir),
-                        "--batch-sizes", "1,64"]) == 0  # fmt: skip
+    assert (
+        export_main(
+            [
+                "verify",
+                str(model),
+                "--variant",
+                "fp16",
+                "--data-dir",
+                str(data_dir),
+                "--batch-sizes",
+                "1,64",
+            ]
+        )
+        == 0
+    )
 
 
 def test_fp16_sigmoid_stays_float32(tmp_path: Path, data_dir: Path) -> None:
@@ -66,8 +79,15 @@ def test_fp16_sigmoid_stays_float32(tmp_path: Path, data_dir: Path) -> None:
     enc, dec = build_encoder("conv", 4), build_decoder("conv", 4)
     with torch.no_grad():
         dec.deconv2.bias.fill_(-40.0)
-    config = {"arch": "conv", "latent_dim": 4, "dataset": "mnist", "likelihood": "bernoulli",
-              "sigma": 0.1, "epoch": 0, "command": "test"}  # fmt: skip
+    config = {
+        "arch": "conv",
+        "latent_dim": 4,
+        "dataset": "mnist",
+        "likelihood": "bernoulli",
+        "sigma": 0.1,
+        "epoch": 0,
+        "command": "test",
+    }
     save_checkpoint(tmp_path / "run", enc, dec, config, {"epoch": 0}, epoch=0)
     model = export_model_dir(tmp_path / "run", tmp_path / "model", data_dir=data_dir).out_dir
     half.add_fp16_variant(model, data_dir, eval_size=200)
@@ -93,8 +113,9 @@ def test_fp16_refusal_leaves_directory_identical(
 def test_fp16_tail_needs_a_sigmoid() -> None:
     x = onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, ["N", 2])
     y = onnx.helper.make_tensor_value_info("x_hat", onnx.TensorProto.FLOAT, ["N", 2])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["z"], ["x_hat"], name="r")],
-                                   "g", [x], [y])  # fmt: skip
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["z"], ["x_hat"], name="r")], "g", [x], [y]
+    )
     with pytest.raises(ValueError, match="does not come from a sigmoid"):
         half.float32_tail(onnx.helper.make_model(graph))
 

@@ -56,8 +56,14 @@ def test_bernoulli_elbo_matches_hand_computation() -> None:
 
 def test_bernoulli_first_image_by_hand() -> None:
     # The first image spelled out term by term.
-    bce = -(math.log(0.9) + math.log(0.7) + 0.25 * math.log(0.3) + 0.75 * math.log(0.7)
-            + 0.8 * math.log(0.95) + 0.2 * math.log(0.05))  # fmt: skip
+    bce = -(
+        math.log(0.9)
+        + math.log(0.7)
+        + 0.25 * math.log(0.3)
+        + 0.75 * math.log(0.7)
+        + 0.8 * math.log(0.95)
+        + 0.2 * math.log(0.05)
+    )
     kl = (
         0.5 * (0.25 + 1 - 1 - 0)
         + 0.5 * (1 + math.exp(-0.5) - 1 + 0.5)

@@ -9,16 +9,24 @@ import pytest
 import torch
 from torch import nn
 
+from vae_train.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    build_decoder,
+    build_encoder,
+    build_modules,
+    register,
+)
 from vae_train.models import (
     ConvDecoder,
     ConvEncoder,
     MLPDecoder,
     MLPEncoder,
-    build_decoder,
-    build_encoder,
     count_parameters,
     reparameterize,
 )
+
+ARCHS = sorted(ARCHITECTURES)  # every registered architecture
 
 
 def _linear(n_in: int, n_out: int) -> int:
@@ -49,7 +57,7 @@ def test_parameter_counts_latent_20() -> None:
     assert count_parameters(build_decoder("mlp", 20)) == 322_784
 
 
-@pytest.mark.parametrize("arch", ["conv", "mlp"])
+@pytest.mark.parametrize("arch", ["conv", "mlp"])  # the layer sizes worked out above
 @pytest.mark.parametrize("latent", [1, 2, 20])
 def test_parameter_counts_follow_layer_sizes(arch: str, latent: int) -> None:
     enc, dec = expected_counts(arch, latent)
@@ -61,7 +69,7 @@ def test_parameter_counts_follow_layer_sizes(arch: str, latent: int) -> None:
     assert count_parameters(encoder) == by_shape
 
 
-@pytest.mark.parametrize("arch", ["conv", "mlp"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("latent", [1, 2, 20])
 def test_shapes(arch: str, latent: int) -> None:
     torch.manual_seed(0)
@@ -78,15 +86,19 @@ def test_shapes(arch: str, latent: int) -> None:
     assert encoder(x[:1])[0].shape == (1, latent)
 
 
-@pytest.mark.parametrize(
-    ("arch", "enc_cls", "dec_cls"),
-    [("conv", ConvEncoder, ConvDecoder), ("mlp", MLPEncoder, MLPDecoder)],
-)
-def test_encoder_and_decoder_are_separate_modules(
-    arch: str, enc_cls: type[nn.Module], dec_cls: type[nn.Module]
-) -> None:
+CLASSES = {"conv": (ConvEncoder, ConvDecoder), "mlp": (MLPEncoder, MLPDecoder)}
+
+
+def test_the_shipped_architectures_are_registered() -> None:
+    assert set(CLASSES) <= set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encoder_and_decoder_are_separate_modules(arch: str) -> None:
     encoder, decoder = build_encoder(arch, 3), build_decoder(arch, 3)
-    assert type(encoder) is enc_cls and type(decoder) is dec_cls
+    if arch in CLASSES:
+        enc_cls, dec_cls = CLASSES[arch]
+        assert type(encoder) is enc_cls and type(decoder) is dec_cls
     assert isinstance(encoder, nn.Module) and isinstance(decoder, nn.Module)
     enc_ids = {id(p) for p in encoder.parameters()}
     assert enc_ids.isdisjoint(id(p) for p in decoder.parameters())
@@ -95,7 +107,7 @@ def test_encoder_and_decoder_are_separate_modules(
     assert all(m is not encoder for m in decoder.modules())
 
 
-@pytest.mark.parametrize("arch", ["conv", "mlp"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_modules_hold_no_randomness(arch: str) -> None:
     encoder, decoder = build_encoder(arch, 4).train(), build_decoder(arch, 4).train()
     x = torch.rand(3, 1, 28, 28)
@@ -144,3 +156,34 @@ def test_reparameterize_samples_have_the_right_moments() -> None:
     np.testing.assert_allclose(z.std(0).numpy(), [2.0, 0.5], rtol=0.01)
     # fresh noise on every call
     assert not torch.equal(z, reparameterize(mu, logvar))
+
+
+# -- the architecture registry ----------------------------------------------------------------
+
+
+def test_modules_are_rebuilt_from_a_recorded_config() -> None:
+    config = {"arch": "conv", "latent_dim": 5, "dataset": "mnist", "epoch": 3}
+    encoder, decoder = build_modules(config)
+    assert type(encoder) is ConvEncoder and type(decoder) is ConvDecoder
+    assert encoder(torch.rand(2, 1, 28, 28))[0].shape == (2, 5)
+    with pytest.raises(ValueError, match="unknown arch 'resnet'; expected one of conv, mlp"):
+        build_modules({**config, "arch": "resnet"})
+    with pytest.raises(ValueError, match="latent_dim"):
+        build_modules({"arch": "mlp"})
+
+
+def test_register_refuses_a_taken_or_empty_name() -> None:
+    before = dict(ARCHITECTURES)
+    for name in ("conv", ""):
+        with pytest.raises(ValueError, match="already registered"):
+            register(Architecture(name, MLPEncoder, MLPDecoder))
+    assert before == ARCHITECTURES
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("latent", [1, 3, 20])
+def test_latent_size_is_read_from_the_weights(arch: str, latent: int) -> None:
+    entry = ARCHITECTURES[arch]
+    for role, build in (("encoder", build_encoder), ("decoder", build_decoder)):
+        assert entry.latent_size(role, build(arch, latent).state_dict()) == latent
+        assert entry.latent_size(role, {}) is None

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from vae_runtime import VAE
 from vae_runtime.evaluate import load_split
+from vae_train.architectures import ARCHITECTURES
 from vae_train.checkpoint import Checkpoint, load_checkpoint
 from vae_train.losses import negative_elbo
 from vae_train.models import reparameterize
@@ -26,22 +27,19 @@ LOSS_REL_TOL = 1e-3
 BATCHES = (1, 2, 7, 64, 1000)
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.parent.name for p in (REPO / "artifacts").glob("*/manifest.json"))
-FRESH = ["fresh-conv-z2", "fresh-conv-z20", "fresh-mlp-z2", "fresh-mlp-z20"]
+FRESH = [f"fresh-{arch}-z{z}" for arch in sorted(ARCHITECTURES) for z in (2, 20)]
 MODELS = FRESH + SHIPPED
 CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
-PROVIDERS = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(
-        not CUDA, reason="CUDAExecutionProvider unavailable (onnxruntime-gpu and a GPU needed)")),
-]  # fmt: skip
+NO_CUDA = "CUDAExecutionProvider unavailable (onnxruntime-gpu and a GPU needed)"
+PROVIDERS = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason=NO_CUDA))]
 
 
 @functools.cache
 def _pair(model_dir: Path, provider: str) -> tuple[VAE, Checkpoint]:
     # Thread spinning off: spinning ORT threads would starve torch in this same process.
     providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
-    vae = VAE(model_dir, spinning=False, batch_size=1000,
-              providers=providers if provider == "cuda" else "cpu")  # fmt: skip
+    chosen = providers if provider == "cuda" else "cpu"
+    vae = VAE(model_dir, spinning=False, batch_size=1000, providers=chosen)
     return vae, load_checkpoint(model_dir / "checkpoints")
 
 
@@ -49,8 +47,8 @@ def _pair(model_dir: Path, provider: str) -> tuple[VAE, Checkpoint]:
 def model_dir(request, model_dir_factory) -> Path:
     name: str = request.param
     if name.startswith("fresh-"):
-        arch, z = name.split("-")[1:]
-        return model_dir_factory(arch, int(z[1:]))
+        arch, z = name.removeprefix("fresh-").rsplit("-z", 1)
+        return model_dir_factory(arch, int(z))
     return REPO / "artifacts" / name
 
 

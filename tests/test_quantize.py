@@ -41,8 +41,21 @@ def test_quantize_adds_a_checked_variant(model: Path, data_dir: Path, capsys) ->
         assert info["size_ratio"][role] >= 3.5
     vae = VAE(model, variant="int8")
     assert vae.info["variant"] == "int8"
-    assert export_main(["verify", str(model), "--variant", "int8", "--data-dir", str(data_dir),
-                        "--batch-sizes", "1,64"]) == 0  # fmt: skip
+    assert (
+        export_main(
+            [
+                "verify",
+                str(model),
+                "--variant",
+                "int8",
+                "--data-dir",
+                str(data_dir),
+                "--batch-sizes",
+                "1,64",
+            ]
+        )
+        == 0
+    )
     assert "ok" in capsys.readouterr().out
 
 
@@ -79,11 +92,14 @@ def test_shipped_int8_variant_within_its_tolerance(model_dir: Path, data_dir: Pa
     assert np.abs(vae.decode(z) - x_hat_t).mean() <= bound
 
 
-@pytest.mark.parametrize(("arch", "role", "ops"), [
-    ("conv", "decoder", ["Conv", "Conv"]),  # phase form: the per-tap products and their sum
-    ("conv", "encoder", ["Gemm", "Gemm"]),  # the mu and logvar heads
-    ("mlp", "decoder", ["Gemm"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("arch", "role", "ops"),
+    [
+        ("conv", "decoder", ["Conv", "Conv"]),  # phase form: the per-tap products and their sum
+        ("conv", "encoder", ["Gemm", "Gemm"]),  # the mu and logvar heads
+        ("mlp", "decoder", ["Gemm"]),
+    ],
+)
 def test_int8_float_last_keeps_the_final_layer(model_dir_factory, arch, role, ops) -> None:
     import onnx
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import vae_runtime
-import vae_runtime.providers as providers_mod
+import vae_runtime.engines.ort as providers_mod
 from vae_runtime import VAE, InputError, ProviderError, ProviderWarning, make_grid, save_grid
 from vae_runtime.sampling import LOGVAR_MAX, LOGVAR_MIN
 
@@ -236,12 +236,9 @@ def test_score_k1_equals_the_training_loss_with_injected_eps(vae, bare):
 
 
 def test_score_on_binary_mnist_like_images(vae, bare, data_dir):
-    from vae_train.datasets import get_spec, load_split
+    from vae_format.datasets import read_split
 
-    x = (
-        load_split(get_spec("mnist"), "test", data_dir, {}).images[:64].astype(np.float32)[:, None]
-        / 255
-    )
+    x = read_split("mnist", "test", data_dir).images[:64].astype(np.float32)[:, None] / 255
     eps = RNG.standard_normal((64, L)).astype(np.float32)
     np.testing.assert_allclose(vae.score(x, eps=eps), torch_negative_elbo(bare, x, eps), rtol=1e-5)
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vae_runtime.model_dir as model_dir_mod
+from vae_format import Manifest
 from vae_runtime import VAE, ModelFormatError, resolve_model_dir
-from vae_runtime.model_dir import load_manifest
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -541,7 +541,7 @@ def test_fuzz_arbitrary_manifest_bytes(data):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "manifest.json").write_bytes(data)
         with pytest.raises(ModelFormatError):
-            load_manifest(Path(tmp))
+            Manifest.load(Path(tmp))
 
 
 def _paths(obj, prefix=()):

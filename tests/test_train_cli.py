@@ -14,8 +14,21 @@ import torch
 from vae_train import cli
 from vae_train import trainer as trainer_mod
 
-SMALL = ["--arch", "mlp", "--epochs", "1", "--limit-train", "256", "--limit-test", "100",
-         "--batch-size", "64", "--threads", "1", "--no-progress"]  # fmt: skip
+SMALL = [
+    "--arch",
+    "mlp",
+    "--epochs",
+    "1",
+    "--limit-train",
+    "256",
+    "--limit-test",
+    "100",
+    "--batch-size",
+    "64",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.fixture
@@ -102,13 +115,15 @@ def test_cuda_without_cuda(base: list[str], capsys) -> None:
 
 def test_bad_data_dir(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    code, _, err = run_main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(out), *SMALL],
-                            capsys)  # fmt: skip
+    code, _, err = run_main(
+        ["--data-dir", str(tmp_path / "nowhere"), "--out", str(out), *SMALL], capsys
+    )
     assert code == 2
     assert_one_line_error(err, str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
-    code, _, err = run_main(["--data-dir", str(tmp_path / "empty"), "--out", str(out), *SMALL],
-                            capsys)  # fmt: skip
+    code, _, err = run_main(
+        ["--data-dir", str(tmp_path / "empty"), "--out", str(out), *SMALL], capsys
+    )
     assert code == 2
     assert_one_line_error(err, "train-images-idx3-ubyte", "--download")
     assert not out.exists()
@@ -123,8 +138,9 @@ def test_corrupt_dataset_file(data_dir: Path, tmp_path: Path, capsys) -> None:
     victim.unlink()
     victim.write_bytes(b"\x1f\x8b\x08\x00garbage")
     out = tmp_path / "run"
-    code, _, err = run_main(["--data-dir", str(tmp_path / "data"), "--out", str(out), *SMALL],
-                            capsys)  # fmt: skip
+    code, _, err = run_main(
+        ["--data-dir", str(tmp_path / "data"), "--out", str(out), *SMALL], capsys
+    )
     assert code == 2
     assert_one_line_error(err, str(victim))
     assert not (out / "checkpoints").exists()
@@ -189,8 +205,9 @@ def _vae_train() -> list[str]:
     [["--epochs", "0"], ["--arch", "resnet"], ["--data-dir", "/nonexistent/data/dir"]],
 )
 def test_console_script(argv: list[str], base: list[str]) -> None:
-    proc = subprocess.run([*_vae_train(), *base, *argv], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [*_vae_train(), *base, *argv], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("vae-train: error: ")
@@ -199,9 +216,25 @@ def test_console_script(argv: list[str], base: list[str]) -> None:
 def test_new_run_refuses_to_overwrite_an_existing_run(tmp_path, data_dir, capsys) -> None:
     from vae_train.cli import main
 
-    args = ["--arch", "mlp", "--latent-dim", "2", "--data-dir", str(data_dir), "--epochs", "1",
-            "--limit-train", "256", "--limit-test", "128", "--threads", "1", "--no-progress",
-            "--out", str(tmp_path / "run")]  # fmt: skip
+    args = [
+        "--arch",
+        "mlp",
+        "--latent-dim",
+        "2",
+        "--data-dir",
+        str(data_dir),
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "128",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     before = (tmp_path / "run" / "checkpoints" / "latest.json").read_bytes()
     capsys.readouterr()

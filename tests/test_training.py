@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vae_train import trainer as trainer_mod
+from vae_train.architectures import build_decoder, build_encoder
 from vae_train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -27,16 +28,23 @@ from vae_train.checkpoint import (
 )
 from vae_train.datasets import DatasetError
 from vae_train.losses import ElboParts
-from vae_train.models import build_decoder, build_encoder, count_parameters
-from vae_train.trainer import TrainConfig, Trainer, TrainingError, evaluate
+from vae_train.models import count_parameters
+from vae_train.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingError, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = ("encoder.safetensors", "decoder.safetensors")
 
 
 def config(data_dir: Path, **kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(arch="mlp", data_dir=str(data_dir), epochs=2, batch_size=64,
-                                   limit_train=512, limit_test=200, threads=1)  # fmt: skip
+    base: dict[str, object] = dict(
+        arch="mlp",
+        data_dir=str(data_dir),
+        epochs=2,
+        batch_size=64,
+        limit_train=512,
+        limit_test=200,
+        threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -119,7 +127,10 @@ def test_short_conv_run_lowers_the_test_loss(data_dir: Path, tmp_path: Path) -> 
     assert [json.loads(m)["epoch"] for m in metrics] == [1, 2, 3]
     assert (tmp_path / "run/samples/epoch-003.png").is_file()
     assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == [
-        "best.json", "epoch-0003", "latest.json"]  # fmt: skip
+        "best.json",
+        "epoch-0003",
+        "latest.json",
+    ]
 
 
 def test_same_seed_gives_byte_identical_weights(data_dir: Path, tmp_path: Path) -> None:
@@ -141,8 +152,9 @@ def test_checkpoint_files_are_reproducible(tmp_path: Path) -> None:
     enc, dec = build_encoder("mlp", 3), build_decoder("mlp", 3)
     blobs = set()
     for i in range(12):
-        path = save_checkpoint(tmp_path / str(i), enc, dec, {"arch": "mlp", "latent_dim": 3},
-                               {"epoch": 1}, 1)  # fmt: skip
+        path = save_checkpoint(
+            tmp_path / str(i), enc, dec, {"arch": "mlp", "latent_dim": 3}, {"epoch": 1}, 1
+        )
         blobs.add(
             (path / "encoder.safetensors").read_bytes()
             + (path / "decoder.safetensors").read_bytes()
@@ -166,13 +178,32 @@ def test_resume_in_process_is_bit_identical(finished_run: Path, data_dir: Path, 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(data_dir: Path, tmp_path: Path) -> None:
     epochs = 4
-    args = ["--arch", "conv", "--data-dir", str(data_dir), "--epochs", str(epochs),
-            "--batch-size", "64", "--limit-train", "1024", "--limit-test", "200",
-            "--threads", "1", "--no-progress", "--seed", "3"]  # fmt: skip
+    args = [
+        "--arch",
+        "conv",
+        "--data-dir",
+        str(data_dir),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "64",
+        "--limit-train",
+        "1024",
+        "--limit-test",
+        "200",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--seed",
+        "3",
+    ]
     run = tmp_path / "killed"
     latest = run / "checkpoints" / "latest.json"
-    proc = subprocess.Popen([*vae_train_cmd(), *args, "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [*vae_train_cmd(), *args, "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not latest.exists():
@@ -186,8 +217,12 @@ def test_resume_after_sigkill_is_bit_identical(data_dir: Path, tmp_path: Path) -
     assert proc.returncode == -signal.SIGKILL
     killed_at = json.loads(latest.read_text())["epoch"]
     assert killed_at < epochs, "the run finished before it could be killed"
-    resumed = subprocess.run([*vae_train_cmd(), *args, "--out", str(run), "--resume"],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        [*vae_train_cmd(), *args, "--out", str(run), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run} at epoch {killed_at + 1}" in resumed.stdout
     # the uninterrupted reference run, in this process with the same settings
@@ -205,7 +240,7 @@ SAVER = """
 import json, sys, torch
 from pathlib import Path
 from vae_train.checkpoint import save_checkpoint
-from vae_train.models import build_decoder, build_encoder
+from vae_train.architectures import build_decoder, build_encoder
 run = Path(sys.argv[1])
 latest = run / "checkpoints" / "latest.json"
 start = json.loads(latest.read_text())["epoch"] + 1 if latest.exists() else 1
@@ -233,8 +268,9 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path:
     seen: set[str] = set()
     for delay in (0.0, 0.004, 0.011, 0.023, 0.037, 0.061):
         before = json.loads(latest.read_text())["epoch"] if latest.exists() else 0
-        proc = subprocess.Popen([sys.executable, str(script), str(run)], env=env,
-                                stderr=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(run)], env=env, stderr=subprocess.PIPE
+        )
         try:
             deadline = time.monotonic() + 60
             # wait until this process has written a checkpoint of its own, then a bit more
@@ -308,7 +344,9 @@ def test_failure_inside_save_keeps_the_previous_checkpoint(
     save_checkpoint(tmp_path, enc, dec, cfg, {"epoch": 2}, 2)
     assert load_checkpoint(tmp_path, "latest").path.name == "epoch-0002"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "epoch-0002", "latest.json"]  # fmt: skip
+        "epoch-0002",
+        "latest.json",
+    ]
 
 
 # -- failures -------------------------------------------------------------------------------
@@ -349,6 +387,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"non-finite") as err:
         train(cfg, run)
+    assert isinstance(err.value, NonFiniteLossError)
     assert "epoch 2, step 3" in str(err.value) and f"global step {bad_step}" in str(err.value)
     assert "epoch 1" in str(err.value)
     assert json.loads((run / "checkpoints/latest.json").read_text())["epoch"] == 1
@@ -538,8 +577,16 @@ def test_load_checkpoint_refuses_unreadable_files(run_copy: Path, tmp_path: Path
 def test_kl_warmup_weights_the_kl_term_and_resume_checks_it(tmp_path, data_dir) -> None:
     from vae_train.trainer import TrainConfig, Trainer, TrainingError
 
-    cfg = TrainConfig(arch="mlp", latent_dim=2, data_dir=str(data_dir), epochs=2,
-                      limit_train=512, limit_test=128, threads=1, kl_warmup=1.5)  # fmt: skip
+    cfg = TrainConfig(
+        arch="mlp",
+        latent_dim=2,
+        data_dir=str(data_dir),
+        epochs=2,
+        limit_train=512,
+        limit_test=128,
+        threads=1,
+        kl_warmup=1.5,
+    )
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     steps = trainer.steps_per_epoch
     assert trainer._kl_weight(1, 0) == pytest.approx(1 / (1.5 * steps))
@@ -561,8 +608,15 @@ def test_mlp_matches_the_pytorch_examples_reference(tmp_path, data_dir) -> None:
     reaches a test loss of 105.55 on this machine; ours must land within 1 nat of it."""
     from vae_train.trainer import TrainConfig, Trainer
 
-    cfg = TrainConfig(arch="mlp", latent_dim=20, data_dir=str(data_dir), epochs=10,
-                      batch_size=128, lr=1e-3, seed=1)  # fmt: skip
+    cfg = TrainConfig(
+        arch="mlp",
+        latent_dim=20,
+        data_dir=str(data_dir),
+        epochs=10,
+        batch_size=128,
+        lr=1e-3,
+        seed=1,
+    )
     history = Trainer(cfg, tmp_path / "run", progress=False).fit(log=lambda _: None)
     assert abs(history[-1]["test_loss"] - 105.55) <= 1.0, history[-1]
 
@@ -570,9 +624,16 @@ def test_mlp_matches_the_pytorch_examples_reference(tmp_path, data_dir) -> None:
 def test_bf16_autocast_trains_float32_weights_close_to_fp32(tmp_path, data_dir) -> None:
     runs = {}
     for precision in ("fp32", "bf16"):
-        cfg = TrainConfig(arch="conv", latent_dim=4, data_dir=str(data_dir), epochs=2,
-                          limit_train=1024, limit_test=256, threads=1,
-                          precision=precision)  # fmt: skip
+        cfg = TrainConfig(
+            arch="conv",
+            latent_dim=4,
+            data_dir=str(data_dir),
+            epochs=2,
+            limit_train=1024,
+            limit_test=256,
+            threads=1,
+            precision=precision,
+        )
         history = Trainer(cfg, tmp_path / precision, progress=False).fit(log=lambda _: None)
         weights = load_file(
             tmp_path / precision / "checkpoints" / "epoch-0002" / "decoder.safetensors"
@@ -582,8 +643,16 @@ def test_bf16_autocast_trains_float32_weights_close_to_fp32(tmp_path, data_dir) 
     assert {t.dtype for t in w16.values()} == {torch.float32}  # master weights stay fp32
     assert any(not torch.equal(w32[k], w16[k]) for k in w32)  # autocast did change the math
     assert loss16 == pytest.approx(loss32, rel=0.02)  # ... but not what is learned
-    cfg = TrainConfig(arch="conv", latent_dim=4, data_dir=str(data_dir), epochs=3,
-                      limit_train=1024, limit_test=256, threads=1, precision="fp32")  # fmt: skip
+    cfg = TrainConfig(
+        arch="conv",
+        latent_dim=4,
+        data_dir=str(data_dir),
+        epochs=3,
+        limit_train=1024,
+        limit_test=256,
+        threads=1,
+        precision="fp32",
+    )
     with pytest.raises(TrainingError, match="precision"):
         Trainer(cfg, tmp_path / "bf16", progress=False).resume()
     with pytest.raises(TrainingError, match="--precision"):

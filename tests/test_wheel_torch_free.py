@@ -30,13 +30,13 @@ def wheel_venv(tmp_path_factory) -> Path:
     if not (REPO / "artifacts" / "mnist-conv-z20" / "manifest.json").is_file():
         pytest.fail("artifacts/mnist-conv-z20 is missing: the wheel ships it as the default model")
     root = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-w", str(root / "dist"), str(REPO)])  # fmt: skip
+    pip = [sys.executable, "-m", "pip"]
+    run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(REPO)])
     (wheel,) = (root / "dist").glob("vae_onnx-*.whl")
     venv = root / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c",
-         str(REPO / "constraints.txt"), f"{wheel}[cpu]"])  # fmt: skip
+    venv_pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    run([*venv_pip, "install", "-q", "-c", str(REPO / "constraints.txt"), f"{wheel}[cpu]"])
     return venv
 
 
@@ -52,7 +52,7 @@ def test_wheel_installs_without_torch_or_onnx(wheel_venv: Path) -> None:
 def test_wheel_cli_matches_in_repo_runtime(wheel_venv: Path, tmp_path: Path, data_dir) -> None:
     from PIL import Image
 
-    from vae_runtime.idx import iter_idx_images
+    from vae_format.idx import iter_idx_images
 
     images = next(iter_idx_images(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz", chunk=12))
     folder = tmp_path / "digits"
@@ -62,11 +62,12 @@ def test_wheel_cli_matches_in_repo_runtime(wheel_venv: Path, tmp_path: Path, dat
     env = {k: v for k, v in os.environ.items() if k != "VAE_ONNX_MODEL"}
     bin_ = wheel_venv / "bin"
     # Run outside the repository so that nothing can be picked up from the checkout.
-    run([str(bin_ / "vae-run"), "generate", "--n", "16", "--seed", "3", "--threads", "1",
-         "--out", str(tmp_path / "g.png"), "--npy", str(tmp_path / "g.npy")],
-        cwd=tmp_path, env=env)  # fmt: skip
-    run([str(bin_ / "vae-run"), "embed", str(folder), "--threads", "1", "--out",
-         str(tmp_path / "e.npy")], cwd=tmp_path, env=env)  # fmt: skip
+    vae_run = [str(bin_ / "vae-run")]
+    outputs = ["--out", str(tmp_path / "g.png"), "--npy", str(tmp_path / "g.npy")]
+    generate = [*vae_run, "generate", "--n", "16", "--seed", "3", "--threads", "1", *outputs]
+    run(generate, cwd=tmp_path, env=env)
+    embed = [*vae_run, "embed", str(folder), "--threads", "1", "--out", str(tmp_path / "e.npy")]
+    run(embed, cwd=tmp_path, env=env)
     info = run([str(bin_ / "vae-run"), "info", "--json"], cwd=tmp_path, env=env).stdout
     assert "site-packages" in info, "the wheel's runtime must load its own bundled model"
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vae_export.exporter import export_model_dir
-from vae_export.verify import model_checkpoint
+from vae_export.model_source import model_checkpoint
 from vae_runtime import VAE
 from vae_runtime.bench import time_calls
 
@@ -28,15 +28,20 @@ def _median_time(fn: Any, budget_s: float) -> float:
 
 
 def compare(
-    model_dir: Path, batch_sizes: Sequence[int], threads: int, rounds: int = 5,
-    budget_s: float = 0.4, variant: str | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+    model_dir: Path,
+    batch_sizes: Sequence[int],
+    threads: int,
+    rounds: int = 5,
+    budget_s: float = 0.4,
+    variant: str | None = None,
+) -> list[dict[str, Any]]:
     """``variant`` (e.g. "int8") runs that variant's graphs against the fp32 PyTorch
     modules: a comparison of deployments, not of engines on equal arithmetic."""
     ckpt = model_checkpoint(model_dir, "bench")
     torch.set_num_threads(threads)
-    vae = VAE(model_dir, threads=threads, spinning=False, batch_size=max(batch_sizes),
-              variant=variant)  # fmt: skip
+    vae = VAE(
+        model_dir, threads=threads, spinning=False, batch_size=max(batch_sizes), variant=variant
+    )
     flops = {r: vae.manifest["graphs"][r].get("flops_per_image") for r in ("encoder", "decoder")}
     rng = np.random.default_rng(0)
     rows = []
@@ -54,12 +59,20 @@ def compare(
                 for _ in range(rounds):
                     t_torch.append(_median_time(torch_fn, budget_s))
                     t_ort.append(_median_time(ort_fn, budget_s))
-            tt, to = float(np.median(t_torch)), float(np.median(t_ort))
-            rows.append({"op": op, "batch": b, "torch_per_s": b / tt, "runtime_per_s": b / to,
-                         "ratio": tt / to,
-                         "torch_gflops": f * b / tt / 1e9 if f else None,
-                         "runtime_gflops": f * b / to / 1e9 if f else None})  # fmt: skip
+            rows.append(_row(op, b, float(np.median(t_torch)), float(np.median(t_ort)), f))
     return rows
+
+
+def _row(op: str, batch: int, t_torch: float, t_ort: float, flops: int | None) -> dict[str, Any]:
+    return {
+        "op": op,
+        "batch": batch,
+        "torch_per_s": batch / t_torch,
+        "runtime_per_s": batch / t_ort,
+        "ratio": t_torch / t_ort,
+        "torch_gflops": flops * batch / t_torch / 1e9 if flops else None,
+        "runtime_gflops": flops * batch / t_ort / 1e9 if flops else None,
+    }
 
 
 def gemm_peak_gflops(threads: int, n: int = 1024, budget_s: float = 0.5) -> float:
@@ -79,11 +92,15 @@ def resolve_model_dir(path: Path, data_dir: str | Path, tmp: Path) -> Path:
 
 
 def format_rows(
-    rows: list[dict[str, Any]], threads: int, peak: float | None = None,
+    rows: list[dict[str, Any]],
+    threads: int,
+    peak: float | None = None,
     variant: str | None = None,
-) -> str:  # fmt: skip
-    head = (f"{'op':7} {'batch':>6} {'torch img/s':>12} {'runtime img/s':>14} {'ratio':>7} "
-            f"{'torch GFLOP/s':>14} {'runtime GFLOP/s':>16}")  # fmt: skip
+) -> str:
+    head = (
+        f"{'op':7} {'batch':>6} {'torch img/s':>12} {'runtime img/s':>14} {'ratio':>7} "
+        f"{'torch GFLOP/s':>14} {'runtime GFLOP/s':>16}"
+    )
     what = f"vae_runtime ({variant} variant)" if variant else "vae_runtime"
     lines = [f"PyTorch {torch.__version__} eager (float32) vs {what}, {threads} threads"]
     if peak:
@@ -92,13 +109,21 @@ def format_rows(
     for r in rows:
         g1 = f"{r['torch_gflops']:14.1f}" if r["torch_gflops"] else f"{'-':>14}"
         g2 = f"{r['runtime_gflops']:16.1f}" if r["runtime_gflops"] else f"{'-':>16}"
-        lines.append(f"{r['op']:7} {r['batch']:6d} {r['torch_per_s']:12,.0f} "
-                     f"{r['runtime_per_s']:14,.0f} {r['ratio']:6.2f}x {g1} {g2}")  # fmt: skip
+        lines.append(
+            f"{r['op']:7} {r['batch']:6d} {r['torch_per_s']:12,.0f} "
+            f"{r['runtime_per_s']:14,.0f} {r['ratio']:6.2f}x {g1} {g2}"
+        )
     return "\n".join(lines)
 
 
-def run(path: Path, data_dir: str | Path, batch_sizes: Sequence[int], threads: int,
-        rounds: int = 5, variant: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    path: Path,
+    data_dir: str | Path,
+    batch_sizes: Sequence[int],
+    threads: int,
+    rounds: int = 5,
+    variant: str | None = None,
+) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = resolve_model_dir(path, data_dir, Path(tmp))
         return compare(model_dir, batch_sizes, threads, rounds, variant=variant)

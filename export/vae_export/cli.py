@@ -1,40 +1,48 @@
-"""``vae-export``: checkpoints -> a validated ONNX model directory; ``verify`` re-checks one."""
+"""``vae-export``: a training run -> a validated ONNX model directory, and the subcommands
+that re-check (verify), extend (quantize, fp16), measure (bench) or draw (figures) one.
+
+As in ``vae-run``, each subcommand is an entry in SUBCOMMANDS: a function that adds its
+arguments and one that runs it and returns the exit status. The runners import the
+library (and with it torch) only when they run, so ``vae-export --help`` stays light.
+``vae-export RUN --out DIR`` is the ``export`` subcommand, whose name may be left out.
+
+A refusal prints one line, ``vae-export: error: ...``, and exits 2; a failed validation
+exits 1 and writes nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
-from vae_export import validate
+from vae_export import parity
 from vae_export.errors import ExportError, ValidationError
-from vae_runtime.cli import int_list
-from vae_runtime.errors import VAEError
+from vae_format.errors import VAEError
+from vae_runtime.cli import Subcommand, int_list
 
+PROG = "vae-export"
 DEFAULT_DATA_DIR = os.environ.get("VAE_ONNX_DATA_DIR", "data")
 
 
-def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vae-export",
-        description="Export a training run to a model directory (encoder.onnx, decoder.onnx, "
-        "manifest.json, checkpoints/), validated against PyTorch before anything is written. "
-        "Subcommands: 'vae-export verify MODEL_DIR' re-checks an existing directory; "
-        "'vae-export quantize MODEL_DIR' adds an int8 variant, 'vae-export fp16 MODEL_DIR' an "
-        "fp16-decoder variant for CUDA; 'vae-export bench PATH' "
-        "compares PyTorch eager and the runtime; 'vae-export figures' draws the README's "
-        "pictures.",
+def add_data_dir(p: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=help_text)
+
+
+# ---- export ---------------------------------------------------------------------------------
+
+
+def add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "run_dir", metavar="run", type=Path, help="run directory (or a checkpoint folder)"
     )
-    p.add_argument("run", type=Path, help="run directory (or a checkpoint folder)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--name", help="model name (default: the --out folder's name)")
-    p.add_argument(
-        "--data-dir",
-        default=DEFAULT_DATA_DIR,
-        help="folder with the dataset's IDX files (validation uses test images)",
-    )
+    add_data_dir(p, "folder with the dataset's IDX files (validation uses test images)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
     p.add_argument(
         "--checkpoint",
@@ -45,15 +53,15 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance",
         type=float,
-        default=validate.PARITY_TOLERANCE,
+        default=parity.PARITY_TOLERANCE,
         help="max abs difference allowed between ORT and PyTorch",
     )
     p.add_argument(
         "--decoder-form",
         choices=("phase", "convtranspose"),  # graphs.DECODER_FORMS, without importing torch
         default="phase",
-        help="phase (default): the conv decoder's ConvTranspose layers as Convs over a phase "
-        "grid, exact and faster in ONNX Runtime; convtranspose: as trained",
+        help="phase (default): the decoder's ConvTranspose tail as Convs over a phase grid, "
+        "exact and faster in ONNX Runtime; convtranspose: as trained",
     )
     p.add_argument(
         "--evaluate",
@@ -69,17 +77,45 @@ def export_parser() -> argparse.ArgumentParser:
         help="keep all weights inside the .onnx files instead of reading the shared ones "
         "from checkpoints/ (about twice the size)",
     )
-    return p
 
 
-def verify_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vae-export verify",
-        description="Re-run the parity check of model directories against their checkpoints.",
+def run_export(args: argparse.Namespace) -> int:
+    from vae_export.exporter import export_model_dir
+
+    result = export_model_dir(
+        args.run_dir,
+        args.out,
+        data_dir=args.data_dir,
+        name=args.name,
+        opset=args.opset,
+        decoder_form=args.decoder_form,
+        which=args.checkpoint,
+        tolerance=args.tolerance,
+        command=args.command_line,
+        self_contained=args.self_contained,
+        evaluate_k=args.evaluate,
     )
+    print(f"wrote {result.out_dir} in {result.seconds:.1f}s")
+    for rel, entry in result.manifest["files"].items():
+        print(f"  {rel:34} {entry['bytes']:>10,d} bytes  sha256 {entry['sha256'][:16]}")
+    print(parity.format_table(result.parity))
+    q = result.manifest.get("quality")
+    if q:
+        print(
+            f"quality: test negative ELBO {q['test_nelbo']:.3f}, IW bound (k={q['iw_k']}) "
+            f"{q['test_iw_bound']:.3f}, 5-NN {100 * q['knn_accuracy']:.2f}%, OOD AUROC "
+            f"vs {q['ood_dataset']} {q['ood_auroc']:.5f}"
+        )
+    return 0
+
+
+# ---- verify ---------------------------------------------------------------------------------
+
+
+def add_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dirs", type=Path, nargs="+")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    p.add_argument("--batch-sizes", type=int_list, default=list(validate.BATCH_SIZES))
+    add_data_dir(p, "test images for the parity check (skipped if the folder is missing)")
+    p.add_argument("--batch-sizes", type=int_list, default=list(parity.BATCH_SIZES))
     p.add_argument("--variant", default=None, help="check a variant's graphs (e.g. int8)")
     p.add_argument(
         "--tolerance",
@@ -87,25 +123,33 @@ def verify_parser() -> argparse.ArgumentParser:
         default=None,
         help="fail above this max abs difference (default: the manifest's)",
     )
-    return p  # fmt: skip
 
 
-def quantize_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vae-export quantize",
-        description="Add an int8 variant (static QDQ, calibrated on training images) to a "
-        "model directory, after checking it against its PyTorch checkpoint and its test "
-        "negative ELBO against the fp32 graphs.",
-    )
+def run_verify(args: argparse.Namespace) -> int:
+    from vae_export.verify import check_model_dir
+
+    data_dir = args.data_dir if Path(args.data_dir).is_dir() else None
+    failed = False
+    for model_dir in args.model_dirs:
+        report = check_model_dir(
+            model_dir, data_dir, args.batch_sizes, args.variant, args.tolerance
+        )
+        print(report.format())
+        failed |= not report.ok
+    return 1 if failed else 0
+
+
+# ---- variants -------------------------------------------------------------------------------
+
+
+def add_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    add_data_dir(p)
     p.add_argument("--calibration-size", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    return p
 
 
-def run_quantize(argv: list[str]) -> int:
-    args = quantize_parser().parse_args(argv)
+def run_quantize(args: argparse.Namespace) -> int:
     from vae_export.quantize import add_int8_variant
 
     info = add_int8_variant(
@@ -113,75 +157,71 @@ def run_quantize(argv: list[str]) -> int:
         args.data_dir,
         calibration_size=args.calibration_size,
         seed=args.seed,
-        command=shlex.join(["vae-export", "quantize", *argv]),
+        command=args.command_line,
     )
-    q, s = info["quality"], info["speed"]
+    q, s, ratio = info["quality"], info["speed"], info["size_ratio"]
     print(f"added int8 variant to {args.model_dir}: {info['encoder']}, {info['decoder']}")
-    print(f"  size: encoder {info['size_ratio']['encoder']:.2f}x, decoder "
-          f"{info['size_ratio']['decoder']:.2f}x smaller")  # fmt: skip
-    print(f"  test negative ELBO: fp32 {q['test_nelbo_fp32']:.3f}, int8 {q['test_nelbo_int8']:.3f} "
-          f"({q['change']:+.3f} nats)")  # fmt: skip
+    print(f"  size: encoder {ratio['encoder']:.2f}x, decoder {ratio['decoder']:.2f}x smaller")
+    _print_nelbo(q, "int8", ".3f")
     print(f"  mean abs vs PyTorch: {info['parity']['mean_abs']}")
-    print(f"  batch {s['batch']}: encode {s['encode_fp32_per_s']}/s -> {s['encode_int8_per_s']}/s, "
-          f"decode {s['decode_fp32_per_s']}/s -> {s['decode_int8_per_s']}/s")  # fmt: skip
+    print(
+        f"  batch {s['batch']}: encode {s['encode_fp32_per_s']}/s -> {s['encode_int8_per_s']}/s, "
+        f"decode {s['decode_fp32_per_s']}/s -> {s['decode_int8_per_s']}/s"
+    )
     return 0
 
 
-def fp16_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vae-export fp16",
-        description="Add an fp16 variant for the CUDA execution provider (float16 decoder, "
-        "fp32 encoder) to a model directory, after checking it against its PyTorch checkpoint "
-        "and its test negative ELBO against the fp32 graphs.",
-    )
+def add_fp16(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    return p
+    add_data_dir(p)
 
 
-def run_fp16(argv: list[str]) -> int:
-    args = fp16_parser().parse_args(argv)
+def run_fp16(args: argparse.Namespace) -> int:
     from vae_export.half import add_fp16_variant
 
-    info = add_fp16_variant(args.model_dir, args.data_dir,
-                            command=shlex.join(["vae-export", "fp16", *argv]))  # fmt: skip
-    q, parity = info["quality"], info["parity"]
+    info = add_fp16_variant(args.model_dir, args.data_dir, command=args.command_line)
+    result = info["parity"]
     print(f"added fp16 variant to {args.model_dir}: {info['encoder']}, {info['decoder']}")
     print(f"  decoder {info['size_ratio']['decoder']:.2f}x smaller")
-    print(f"  test negative ELBO: fp32 {q['test_nelbo_fp32']:.3f}, fp16 {q['test_nelbo_fp16']:.3f} "
-          f"({q['change']:+.4f} nats)")  # fmt: skip
-    print(f"  vs PyTorch ({parity['provider']}): max abs {parity['max_abs']}, "
-          f"mean abs {parity['mean_abs']}")  # fmt: skip
+    _print_nelbo(info["quality"], "fp16", ".4f")
+    print(
+        f"  vs PyTorch ({result['provider']}): max abs {result['max_abs']}, "
+        f"mean abs {result['mean_abs']}"
+    )
     return 0
 
 
-def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vae-export bench",
-        description="PyTorch eager against vae_runtime on the same weights, in one process, "
-        "alternating; prints throughput per batch size and the runtime/torch ratio.",
+def _print_nelbo(q: dict[str, Any], name: str, fmt: str) -> None:
+    fp32, other = q["test_nelbo_fp32"], q[f"test_nelbo_{name}"]
+    print(
+        f"  test negative ELBO: fp32 {fp32:.3f}, {name} {other:.3f} "
+        f"({format(q['change'], '+' + fmt)} nats)"
     )
+
+
+# ---- bench and figures ----------------------------------------------------------------------
+
+
+def add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="model directory, or a run directory to export")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="for exporting a run directory")
+    add_data_dir(p, "for exporting a run directory")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 64, 256, 1024])
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument(
-        "--variant", default=None,
+        "--variant",
+        default=None,
         help="run a variant's graphs (e.g. int8) against the fp32 PyTorch modules",
-    )  # fmt: skip
+    )
     p.add_argument("--json", action="store_true")
-    return p
 
 
-def run_bench(argv: list[str]) -> int:
-    args = bench_parser().parse_args(argv)
-    import json
-
+def run_bench(args: argparse.Namespace) -> int:
     from vae_export import bench
 
-    rows = bench.run(args.path, args.data_dir, args.batch_sizes, args.threads, args.rounds,
-                     args.variant)  # fmt: skip
+    rows = bench.run(
+        args.path, args.data_dir, args.batch_sizes, args.threads, args.rounds, args.variant
+    )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -190,20 +230,14 @@ def run_bench(argv: list[str]) -> int:
     return 0
 
 
-def figures_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vae-export figures",
-        description="Draw the README's pictures from the shipped model directories.",
-    )
+def add_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
     p.add_argument("--out", type=Path, default=Path("docs/figures"))
     p.add_argument("--table-only", action="store_true", help="print the model table only")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    return p
+    add_data_dir(p)
 
 
-def run_figures(argv: list[str]) -> int:
-    args = figures_parser().parse_args(argv)
+def run_figures(args: argparse.Namespace) -> int:
     from vae_export.figures import make_all, model_table
 
     if not args.table_only:
@@ -213,82 +247,87 @@ def run_figures(argv: list[str]) -> int:
     return 0
 
 
-def run_export(argv: list[str]) -> int:
-    args = export_parser().parse_args(argv)
-    from vae_export.exporter import export_model_dir
-
-    result = export_model_dir(
-        args.run, args.out, data_dir=args.data_dir, name=args.name, opset=args.opset,
-        decoder_form=args.decoder_form, which=args.checkpoint, tolerance=args.tolerance,
-        command=shlex.join(["vae-export", *argv]), self_contained=args.self_contained,
-        evaluate_k=args.evaluate,
-    )  # fmt: skip
-    print(f"wrote {result.out_dir} in {result.seconds:.1f}s")
-    for rel, entry in result.manifest["files"].items():
-        print(f"  {rel:34} {entry['bytes']:>10,d} bytes  sha256 {entry['sha256'][:16]}")
-    print(validate.format_table(result.parity))
-    q = result.manifest.get("quality")
-    if q:
-        print(f"quality: test negative ELBO {q['test_nelbo']:.3f}, IW bound (k={q['iw_k']}) "
-              f"{q['test_iw_bound']:.3f}, 5-NN {100 * q['knn_accuracy']:.2f}%, OOD AUROC "
-              f"vs {q['ood_dataset']} {q['ood_auroc']:.5f}")  # fmt: skip
-    return 0
+# ---- the command line -----------------------------------------------------------------------
 
 
-def run_verify(argv: list[str]) -> int:
-    args = verify_parser().parse_args(argv)
-    from vae_export.verify import read_manifest, verify_model_dir
+# vae-run's Subcommand: (name, help, shared option groups, add, run); vae-export's
+# subcommands share no option group.
+SUBCOMMANDS = [
+    Subcommand(
+        "export",
+        "export a training run to a model directory, validated against PyTorch before "
+        "anything is written (the default subcommand)",
+        (),
+        add_export,
+        run_export,
+    ),
+    Subcommand(
+        "verify",
+        "re-run the parity check of model directories against their checkpoints",
+        (),
+        add_verify,
+        run_verify,
+    ),
+    Subcommand(
+        "quantize",
+        "add an int8 variant (static QDQ, calibrated on training images), checked against "
+        "the PyTorch checkpoint and the fp32 graphs' test negative ELBO",
+        (),
+        add_quantize,
+        run_quantize,
+    ),
+    Subcommand(
+        "fp16",
+        "add an fp16 variant for CUDA (float16 decoder, fp32 encoder), checked against the "
+        "PyTorch checkpoint and the fp32 graphs' test negative ELBO",
+        (),
+        add_fp16,
+        run_fp16,
+    ),
+    Subcommand(
+        "bench",
+        "PyTorch eager against vae_runtime on the same weights, in one process, alternating",
+        (),
+        add_bench,
+        run_bench,
+    ),
+    Subcommand(
+        "figures",
+        "draw the README's pictures from the shipped models",
+        (),
+        add_figures,
+        run_figures,
+    ),
+]
+DEFAULT_SUBCOMMAND = "export"
 
-    data_dir = args.data_dir if Path(args.data_dir).is_dir() else None
-    failed = False
-    for model_dir in args.model_dirs:
-        rows = verify_model_dir(model_dir, data_dir, args.batch_sizes, args.variant)
-        manifest = read_manifest(model_dir)
-        if args.tolerance is not None:
-            bounds = {"max_abs": args.tolerance}
-        elif args.variant:
-            bounds = manifest["variants"][args.variant]["tolerance"]
-        else:
-            bounds = {"max_abs": manifest.get("parity", {}).get("tolerance", 1e-5)}
-        print(f"== {model_dir}" + (f" ({args.variant})" if args.variant else ""))
-        print(validate.format_table(rows))
-        graph_rows = [r for r in rows if r.output != "nll"]
-        problems = validate.violations(graph_rows, bounds)
-        if not args.variant:  # int8 is held to its ELBO budget instead (see quantize)
-            problems += validate.violations(
-                [r for r in rows if r.output == "nll"],
-                {"max_rel": validate.LIKELIHOOD_REL_TOLERANCE},
-            )
-        failed |= bool(problems)
-        for line in problems[:5]:
-            print(f"FAILED: {line}")
-        worst = {f: max(getattr(r, f) for r in graph_rows) for f in bounds}
-        figures = ", ".join(f"{f.replace('_', ' ')} {v:.2e} (bound {bounds[f]:g})"
-                            for f, v in worst.items())  # fmt: skip
-        print(f"{figures}: {'FAILED' if problems else 'ok'}\n")
-    return 1 if failed else 0
 
-
-COMMANDS = {
-    "verify": run_verify,
-    "quantize": run_quantize,
-    "fp16": run_fp16,
-    "bench": run_bench,
-    "figures": run_figures,
-}
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export a training run to a validated ONNX model directory "
+        f"(`{PROG} RUN --out DIR`), or work on one.",
+    )
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    for name, help_text, _, add, run in SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(run=run)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    named = bool(argv) and argv[0] in {s.name for s in SUBCOMMANDS} | {"-h", "--help"}
+    args = build_parser().parse_args(argv if named else [DEFAULT_SUBCOMMAND, *argv])
+    args.command_line = shlex.join([PROG, *argv])  # recorded in the manifest
     try:
-        if argv and argv[0] in COMMANDS:
-            return COMMANDS[argv[0]](argv[1:])
-        return run_export(argv)
+        return int(args.run(args))
     except ValidationError as exc:
-        print(f"vae-export: validation failed, nothing written: {exc}", file=sys.stderr)
+        print(f"{PROG}: validation failed, nothing written: {exc}", file=sys.stderr)
         return 1
     except (ExportError, VAEError) as exc:
-        print(f"vae-export: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -15,10 +15,10 @@ from statistics import NormalDist
 import numpy as np
 from PIL import Image
 
+from vae_format import atomic
+from vae_format.datasets import read_split
+from vae_format.grid import make_grid
 from vae_runtime import VAE
-from vae_runtime.evaluate import load_split
-from vae_runtime.grid import make_grid
-from vae_train import atomic
 
 SCALE = 3  # 28-pixel digits are too small to see in a README
 
@@ -153,7 +153,8 @@ def model_table(artifacts: Path) -> str:
 
 def make_all(artifacts: Path, out: Path, data_dir: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    test, labels = load_split(data_dir, "mnist", "test")
+    split = read_split("mnist", "test", data_dir)
+    test, labels = split.images, split.labels
     vae = VAE(artifacts / "mnist-conv-z20")
     vae2 = VAE(artifacts / "mnist-conv-z2")
     written = [
@@ -162,7 +163,8 @@ def make_all(artifacts: Path, out: Path, data_dir: Path) -> list[Path]:
         interpolation(vae, test, labels, out / "interpolation.png"),
         manifold(vae2, out / "manifold.png"),
         latent_scatter(vae2, test, labels, out / "latent_scatter.png"),
-        loss_curves(sorted(p.parent for p in artifacts.glob("*/manifest.json")),
-                    out / "loss_curves.png"),
-    ]  # fmt: skip
+        loss_curves(
+            sorted(p.parent for p in artifacts.glob("*/manifest.json")), out / "loss_curves.png"
+        ),
+    ]
     return written

@@ -30,8 +30,10 @@ def model_flops(module: nn.Module, example: torch.Tensor) -> int:
             k = layer.out_channels // layer.groups * math.prod(layer.kernel_size)
             total += 2 * k * inputs[0][0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]  # fmt: skip
+    layers = [
+        m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
+    ]
+    handles = [m.register_forward_hook(hook) for m in layers]
     try:
         with torch.no_grad():
             module.eval()(example[:1])

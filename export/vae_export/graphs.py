@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -12,13 +12,21 @@ import torch
 from torch import nn
 
 from vae_export.phase import rewrite_decoder
+from vae_format.contract import IMAGE_SHAPE, contract
 
 DEFAULT_OPSET = 18
-ENCODER_IO = (["x"], ["mu", "logvar"])
-DECODER_IO = (["z"], ["x_hat"])
 DECODER_FORMS = ("phase", "convtranspose")
-RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform",
-                        "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})  # fmt: skip
+RANDOM_OPS = frozenset(
+    {
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "Dropout",
+    }
+)
 
 
 def _quiet_exporter() -> None:
@@ -27,14 +35,13 @@ def _quiet_exporter() -> None:
 
 
 def export_module(
-    module: nn.Module,
-    example: torch.Tensor,
-    input_names: list[str],
-    output_names: list[str],
-    opset: int,
+    module: nn.Module, example: torch.Tensor, role: str, opset: int
 ) -> onnx.ModelProto:
-    """Export with the dynamo exporter, a dynamic batch dimension and inline weights."""
+    """Export with the dynamo exporter, the contract's tensor names for ``role``, a dynamic
+    batch dimension and inline weights."""
     _quiet_exporter()
+    spec = contract(role, latent_dim=1)  # the names do not depend on the latent size
+    input_names, output_names = list(spec.input_names), list(spec.output_names)
     batch = torch.export.Dim("N", min=1, max=1 << 20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -56,23 +63,28 @@ def export_module(
 
 
 def export_encoder(encoder: nn.Module, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    return export_module(encoder, torch.rand(2, 1, 28, 28), *ENCODER_IO, opset)
+    return export_module(encoder, torch.rand(2, *IMAGE_SHAPE), "encoder", opset)
 
 
 def export_decoder(
-    decoder: nn.Module, latent_dim: int, opset: int = DEFAULT_OPSET, form: str = "phase"
+    decoder: nn.Module,
+    latent_dim: int,
+    opset: int = DEFAULT_OPSET,
+    form: str = "phase",
+    tail: Sequence[str] | None = None,
 ) -> tuple[onnx.ModelProto, int]:
     """Export the decoder and say how many layers were rewritten.
 
-    ``form="phase"`` (the default) turns the conv decoder's ConvTranspose layers into
-    Convs over a phase grid (see phase.py); ``"convtranspose"`` keeps them as they are.
+    ``form="phase"`` (the default) turns the ConvTranspose layers named by ``tail`` (the
+    architecture's ``phase_tail``) into Convs over a phase grid (see phase.py);
+    ``"convtranspose"``, or no tail, keeps the decoder as it is.
     """
     if form not in DECODER_FORMS:
         raise ValueError(f"decoder form must be one of {', '.join(DECODER_FORMS)}, got {form!r}")
     rewritten = 0
     if form == "phase":
-        decoder, rewritten = rewrite_decoder(decoder)
-    return export_module(decoder, torch.randn(2, latent_dim), *DECODER_IO, opset), rewritten
+        decoder, rewritten = rewrite_decoder(decoder, tail)
+    return export_module(decoder, torch.randn(2, latent_dim), "decoder", opset), rewritten
 
 
 def exact_sigmoid(model: onnx.ModelProto) -> int:
@@ -94,13 +106,13 @@ def exact_sigmoid(model: onnx.ModelProto) -> int:
             nodes.append(node)
             continue
         (x,), (y,), base = node.input, node.output, node.name or f"sigmoid{count}"
+        make = onnx.helper.make_node
         nodes += [
-            onnx.helper.make_node("Neg", [x], [f"{base}_neg"], name=f"{base}_neg"),
-            onnx.helper.make_node("Exp", [f"{base}_neg"], [f"{base}_exp"], name=f"{base}_exp"),
-            onnx.helper.make_node("Add", [f"{base}_exp", one], [f"{base}_den"],
-                                  name=f"{base}_den"),
-            onnx.helper.make_node("Reciprocal", [f"{base}_den"], [y], name=f"{base}_rcp"),
-        ]  # fmt: skip
+            make("Neg", [x], [f"{base}_neg"], name=f"{base}_neg"),
+            make("Exp", [f"{base}_neg"], [f"{base}_exp"], name=f"{base}_exp"),
+            make("Add", [f"{base}_exp", one], [f"{base}_den"], name=f"{base}_den"),
+            make("Reciprocal", [f"{base}_den"], [y], name=f"{base}_rcp"),
+        ]
         count += 1
     if count:
         del graph.node[:]

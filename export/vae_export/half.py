@@ -17,25 +17,23 @@ provider here and on CUDA wherever tests run with a GPU.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from vae_export import validate
-from vae_export.errors import ValidationError
-from vae_export.exporter import prior_latents, staged_copy, write_manifest
-from vae_export.manifest import file_entry
-from vae_export.quantize import fp32_graph_bytes, split_images
-from vae_export.verify import check_files, model_checkpoint, read_manifest
-from vae_runtime import VAE
+from vae_export import parity, validate, variant
+from vae_export.builder import changed_model_dir
+from vae_export.data import prior_latents
 
 VARIANT = "fp16"
 DECODER_FILE = "decoder.fp16.onnx"
+METHOD = (
+    "onnxruntime.transformers.float16, float32 inputs/outputs and final sigmoid; encoder "
+    "unchanged (fp32)"
+)
 # Against the fp32 PyTorch checkpoint, on x_hat in [0, 1].
 FP16_TOLERANCE = {"max_abs": 1e-2, "mean_abs": 1e-3}
 MAX_NELBO_CHANGE = 0.1  # nats per test image, against the fp32 graphs
@@ -95,16 +93,23 @@ def _drop_round_trips(graph: onnx.GraphProto) -> int:
         return next((a.i for a in node.attribute if a.name == "to"), None)
 
     round_trips = [
-        (node, users) for node in graph.node
-        if node.op_type == "Cast" and cast_to(node) == f16 and node.output[0] not in outputs
+        (node, users)
+        for node in graph.node
+        if node.op_type == "Cast"
+        and cast_to(node) == f16
+        and node.output[0] not in outputs
         and (users := consumers.get(node.output[0], []))
         and all(u.op_type == "Cast" and cast_to(u) == f32 for u in users)
-    ]  # fmt: skip
+    ]
     gone = {id(n) for node, users in round_trips for n in (node, *users)}
     kept = [n for n in graph.node if id(n) not in gone]
     for node, users in round_trips:
-        kept += [onnx.helper.make_node("Identity", [node.input[0]], list(u.output),
-                                       name=f"{u.name}_float32") for u in users]  # fmt: skip
+        kept += [
+            onnx.helper.make_node(
+                "Identity", [node.input[0]], list(u.output), name=f"{u.name}_float32"
+            )
+            for u in users
+        ]
     del graph.node[:]
     graph.node.extend(kept)  # sorted afterwards
     return len(round_trips)
@@ -121,66 +126,50 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def add_fp16_variant(
-    model_dir: str | Path, data_dir: str | Path, *, eval_size: int | None = None,
-    seed: int = 0, command: str = "",
-) -> dict[str, Any]:  # fmt: skip
+    model_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    eval_size: int | None = None,
+    seed: int = 0,
+    command: str = "",
+) -> dict[str, Any]:
     """Convert ``model_dir``'s decoder to float16, check it, and add variant "fp16"."""
-    model_dir, data_dir = Path(model_dir), Path(data_dir)
-    manifest = read_manifest(model_dir)
-    check_files(model_dir, manifest)
-    ckpt = model_checkpoint(model_dir, "convert to fp16")
-    latent = int(manifest["latent_dim"])
-    dataset = manifest.get("dataset", {}).get("name") or "mnist"
-    test = split_images(dataset, "test", data_dir, "the fp16 check")[:eval_size]
-    test_x = (test.astype(np.float32) / 255.0)[:, None]
-    eps = np.random.default_rng(seed + 1).standard_normal((len(test_x), latent))
-    eps = eps.astype(np.float32)
-
-    with staged_copy(model_dir) as tmp:
+    check = variant.prepare(model_dir, data_dir, "convert to fp16", eval_size=eval_size, seed=seed)
+    source = check.source
+    fp32_decoder = source.path / source.graph_files()["decoder"]
+    files = {"encoder": source.graph_files()["encoder"], "decoder": DECODER_FILE}
+    with changed_model_dir(source.path) as builder:
         t0 = time.perf_counter()
         # onnx.load reads the external data from the checkpoints beside the graph.
-        half = to_fp16(onnx.load(str(model_dir / manifest["graphs"]["decoder"]["file"])))
-        onnx.save(half, str(tmp / DECODER_FILE))
+        half = to_fp16(onnx.load(str(fp32_decoder)))
+        path = builder.add_bytes(DECODER_FILE, half.SerializeToString(), "graph")
         seconds = time.perf_counter() - t0
+        rows = _parity(check, validate.ort_session(str(path)), seed)
+        quality = variant.score(builder, check, VARIANT, files, MAX_NELBO_CHANGE, two_sided=True)
+        fp32_bytes = source.fp32_graph_bytes("decoder")
+        info = variant.entry(
+            files,
+            method=METHOD,
+            command=command,
+            tolerance=FP16_TOLERANCE,
+            max_nelbo_change=MAX_NELBO_CHANGE,
+            rows=rows,
+            quality=quality,
+            size_ratio={"decoder": fp32_bytes / path.stat().st_size},
+            seconds=seconds,
+            intended_providers=["CUDAExecutionProvider"],
+        )
+        builder.add_variant(VARIANT, files, info)
+    return info
 
-        session = validate.ort_session(str(tmp / DECODER_FILE))
-        rows = validate.decoder_parity(ckpt.decoder, session, prior_latents(latent), "N(0,I)")
-        fp32 = VAE(model_dir, threads=None)
-        posterior = fp32.sample(*fp32.encode(test_x[:128]), seed=seed)
-        rows += validate.decoder_parity(ckpt.decoder, session, posterior, "posterior z")
-        validate.require_within(rows, FP16_TOLERANCE)
 
-        doc = json.loads((tmp / "manifest.json").read_text())
-        doc["files"][DECODER_FILE] = file_entry(tmp, DECODER_FILE, "graph")
-        files = {"encoder": manifest["graphs"]["encoder"]["file"], "decoder": DECODER_FILE}
-        doc.setdefault("variants", {})[VARIANT] = dict(files)
-        write_manifest(tmp, doc)
-        nelbo32 = float(fp32.score(test_x, eps=eps).mean())
-        nelbo16 = float(VAE(tmp, variant=VARIANT).score(test_x, eps=eps).mean())
-        if abs(nelbo16 - nelbo32) > MAX_NELBO_CHANGE:
-            raise ValidationError(
-                f"fp16 decoder changes the test negative ELBO by {nelbo16 - nelbo32:+.4f} nats "
-                f"(bound {MAX_NELBO_CHANGE})"
-            )
-        fp32_bytes = fp32_graph_bytes(model_dir, manifest, "decoder")
-        doc["variants"][VARIANT] = {
-            **files,
-            "method": "onnxruntime.transformers.float16, float32 inputs/outputs and final "
-            "sigmoid; encoder unchanged (fp32)",
-            "intended_providers": ["CUDAExecutionProvider"],
-            "command": command,
-            "tolerance": dict(FP16_TOLERANCE),
-            "max_nelbo_change": MAX_NELBO_CHANGE,
-            "parity": {"provider": "CPUExecutionProvider",
-                       "max_abs": validate.maxima(rows),
-                       "mean_abs": validate.maxima(rows, "mean_abs")},
-            "quality": {"test_images": len(test_x), "test_nelbo_fp32": round(nelbo32, 4),
-                        "test_nelbo_fp16": round(nelbo16, 4),
-                        "change": round(nelbo16 - nelbo32, 4)},
-            "size_ratio": {"decoder": round(fp32_bytes / (tmp / DECODER_FILE).stat().st_size,
-                                            3)},
-            "seconds": round(seconds, 2),
-        }  # fmt: skip
-        write_manifest(tmp, doc)
-        VAE(tmp, variant=VARIANT)  # the runtime accepts the finished directory
-    return doc["variants"][VARIANT]
+def _parity(check: variant.VariantCheck, session: Any, seed: int) -> list[parity.ParityRow]:
+    """The fp16 decoder against the PyTorch checkpoint on prior draws and posterior samples
+    of test images, held to FP16_TOLERANCE."""
+    decoder, fp32 = check.source.checkpoint.decoder, check.fp32
+    latents = prior_latents(check.source.latent_dim)
+    rows = validate.decoder_parity(decoder, session, latents, "N(0,I)")
+    posterior = fp32.sample(*fp32.encode(check.test_x[:128]), seed=seed)
+    rows += validate.decoder_parity(decoder, session, posterior, "posterior z")
+    parity.require_within(rows, FP16_TOLERANCE)
+    return rows

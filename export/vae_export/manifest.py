@@ -1,101 +1,95 @@
-"""The manifest and graph metadata of format version 1 (docs/model-format.md)."""
+"""What export records about a model, built in this one place: the graphs' metadata_props
+and the fields of a new directory's manifest (vae_format.Manifest checks and writes it;
+the builder lists the files and variants)."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
-import onnx
-import onnxruntime
-import torch
+from vae_format.contract import graph_metadata as format_metadata
+from vae_format.manifest import graph_entry, likelihood_section
 
-FORMAT = "vae-onnx-model"
-FORMAT_VERSION = 1
-INPUT_CONVENTION = "float32 in [0,1], white digit on black"
-IMAGE = {"shape": [1, 28, 28], "dtype": "float32", "range": [0, 1],
-         "convention": "white digit on black background"}  # fmt: skip
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_entry(root: Path, rel: str, role: str) -> dict[str, Any]:
-    path = root / rel
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
+# The training settings a manifest repeats from the checkpoint's config.
+TRAIN_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "seed",
+    "val_size",
+    "patience",
+    "kl_warmup",
+    "precision",
+    "ema",
+)
 
 
-def likelihood_of(config: dict[str, Any]) -> dict[str, Any]:
-    name = config.get("likelihood", "bernoulli")
-    return {"name": "gaussian", "sigma": config["sigma"]} if name == "gaussian" else {"name": name}
+def likelihood_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    return likelihood_section(config.get("likelihood", "bernoulli"), config.get("sigma"))
 
 
-def graph_metadata(name: str, role: str, config: dict[str, Any]) -> dict[str, str]:
-    return {
-        "vae_onnx.format_version": str(FORMAT_VERSION),
-        "vae_onnx.role": role,
-        "vae_onnx.name": name,
-        "vae_onnx.arch": str(config["arch"]),
-        "vae_onnx.latent_dim": str(config["latent_dim"]),
-        "vae_onnx.likelihood": likelihood_of(config)["name"],
-        "vae_onnx.dataset": str(config.get("dataset", "unknown")),
-        "vae_onnx.input_convention": INPUT_CONVENTION,
-    }
+def graph_metadata(name: str, role: str, config: Mapping[str, Any]) -> dict[str, str]:
+    """The metadata_props of a graph, so that a lone .onnx file says what it is."""
+    return format_metadata(
+        name=name,
+        role=role,
+        arch=str(config["arch"]),
+        latent_dim=int(config["latent_dim"]),
+        likelihood=likelihood_of(config)["name"],
+        dataset=str(config.get("dataset", "unknown")),
+    )
 
 
-def graphs_section(latent_dim: int) -> dict[str, Any]:
-    image, latent = [None, 1, 28, 28], [None, latent_dim]
-    return {
-        "encoder": {"file": "encoder.onnx", "inputs": {"x": image},
-                    "outputs": {"mu": latent, "logvar": latent}},
-        "decoder": {"file": "decoder.onnx", "inputs": {"z": latent},
-                    "outputs": {"x_hat": image}},
-    }  # fmt: skip
+def own_version() -> str:
+    try:
+        return version("vae-onnx")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def versions(opset: int) -> dict[str, Any]:
-    try:
-        own = version("vae-onnx")
-    except PackageNotFoundError:
-        own = "unknown"
-    return {"torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "opset": opset, "vae_onnx": own,
-            "python": platform.python_version()}  # fmt: skip
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": opset,
+        "vae_onnx": own_version(),
+        "python": platform.python_version(),
+    }
 
 
-def build_manifest(
+def new_manifest_fields(
     name: str,
-    config: dict[str, Any],
-    files: dict[str, dict[str, Any]],
+    config: Mapping[str, Any],
+    graphs: Mapping[str, Mapping[str, Any]],
     opset: int,
     parity: dict[str, Any],
     export_info: dict[str, Any],
 ) -> dict[str, Any]:
-    train_keys = ("epochs", "batch_size", "lr", "lr_schedule", "seed", "val_size", "patience",
-                  "kl_warmup", "precision", "ema")  # fmt: skip
+    """The fields of ``Manifest.create`` for a new model directory but its ``files``.
+
+    ``graphs``: role -> {"file", "external_data", and informational keys such as FLOPs}.
+    """
+    latent_dim = int(config["latent_dim"])
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "name": name,
-        "arch": config["arch"],
-        "latent_dim": int(config["latent_dim"]),
-        "image": IMAGE,
+        "arch": str(config["arch"]),
+        "latent_dim": latent_dim,
         "likelihood": likelihood_of(config),
-        "graphs": graphs_section(int(config["latent_dim"])),
-        "files": files,
+        "graphs": {role: graph_entry(role, latent_dim, **entry) for role, entry in graphs.items()},
         "dataset": {"name": config.get("dataset"), "files": config.get("dataset_files", {})},
         "training": {
             "command": config.get("command", ""),
             "epoch": config.get("epoch"),
-            "settings": {k: config.get(k) for k in train_keys},
+            "settings": {k: config.get(k) for k in TRAIN_KEYS},
             "metrics": config.get("metrics", {}),
             "parameters": config.get("parameters", {}),
         },

@@ -1,5 +1,6 @@
-"""An exact rewrite of the conv decoder's two ConvTranspose2d(kernel 4, stride 2, padding 1)
+"""An exact rewrite of a decoder's two final ConvTranspose2d(kernel 4, stride 2, padding 1)
 layers into plain convolutions over a "phase" grid (``vae-export``'s default decoder form).
+Which layers: the architecture registry's ``phase_tail`` (vae_train.architectures).
 
 Why: ONNX Runtime's CPU ConvTranspose runs one small GEMM per image plus a col2im scatter,
 about half the speed of its blocked (NCHWc) Conv. A stride-2 transposed convolution is four
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +53,10 @@ def is_rewritable(layer: nn.Module) -> bool:
 
 def _check(layer: nn.Module) -> nn.ConvTranspose2d:
     if not is_rewritable(layer):
-        raise ValueError(f"cannot rewrite {layer}: needs ConvTranspose2d kernel 4, stride 2, "
-                         "padding 1, no output padding, dilation or groups")  # fmt: skip
+        raise ValueError(
+            f"cannot rewrite {layer}: needs ConvTranspose2d kernel 4, stride 2, padding 1, "
+            "no output padding, dilation or groups"
+        )
     assert isinstance(layer, nn.ConvTranspose2d)
     return layer
 
@@ -124,16 +128,18 @@ def phases_to_map(p: Tensor) -> Tensor:
     return p.view(n, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c, 2 * h, 2 * w)
 
 
-def rewrite_decoder(decoder: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of a conv decoder in phase form, and how many layers were rewritten (0 or 2).
+def rewrite_decoder(decoder: nn.Module, tail: Sequence[str] | None) -> tuple[nn.Module, int]:
+    """A copy of ``decoder`` in phase form, and how many layers were rewritten (0 or 2).
 
-    Applies where ``deconv1``'s output reaches ``deconv2`` only through elementwise ops, as in
-    ``vae_train.models.ConvDecoder`` (ReLU); other decoders come back unchanged.
+    ``tail`` names the decoder's two final ConvTranspose2d layers (dotted submodule names, as
+    the architecture registry's ``phase_tail`` declares them), whose first output reaches the
+    second only through elementwise ops; ``None`` leaves the decoder unchanged.
     """
-    first, second = getattr(decoder, "deconv1", None), getattr(decoder, "deconv2", None)
-    if not (is_rewritable(first) and is_rewritable(second)):
+    if not tail:
         return decoder, 0
+    first, second = (decoder.get_submodule(name) for name in tail)
     out = copy.deepcopy(decoder)
-    out.deconv1 = ToPhases(first)
-    out.deconv2 = FromPhases(second)
+    for name, layer in ((tail[0], ToPhases(first)), (tail[1], FromPhases(second))):
+        parent, _, attr = name.rpartition(".")
+        setattr(out.get_submodule(parent), attr, layer)
     return out, 2

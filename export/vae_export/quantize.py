@@ -16,7 +16,6 @@ test negative ELBO against the fp32 graphs, all recorded in the manifest.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -32,19 +31,21 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from vae_export import graphs, validate
-from vae_export.errors import ExportError, ValidationError
-from vae_export.exporter import prior_latents, staged_copy, write_manifest
-from vae_export.manifest import file_entry
-from vae_export.verify import check_files, model_checkpoint, read_manifest
-from vae_runtime import VAE
+from vae_export import graphs, parity, validate, variant
+from vae_export.builder import changed_model_dir
+from vae_export.data import as_float, prior_latents, split_images
+from vae_export.errors import ValidationError
 from vae_runtime import likelihood as lik
 from vae_runtime.sampling import clamp_logvar, reparameterize
-from vae_train.datasets import DatasetError, get_spec, load_split
 
 VARIANT = "int8"
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
+INPUTS = {"encoder": "x", "decoder": "z"}
+METHOD = (
+    "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration; "
+    "Conv/ConvTranspose/Gemm/MatMul only (sigmoid output kept float)"
+)
 # Bounds for int8 against the fp32 PyTorch checkpoint: mean abs error per output, and the
 # change in mean test negative ELBO (nats per image).
 INT8_TOLERANCE = {"mean_abs": 0.05}
@@ -65,13 +66,91 @@ class _Batches(CalibrationDataReader):
         return next(self._it, None)
 
 
-def split_images(dataset: str, split: str, data_dir: Path, purpose: str = "int8 calibration"
-            ) -> np.ndarray:  # fmt: skip
-    try:
-        s = load_split(get_spec(dataset), split, data_dir, {})
-    except DatasetError as exc:
-        raise ExportError(f"{purpose} needs the {dataset} files: {exc}") from None
-    return s.images
+def add_int8_variant(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    calibration_size: int = 2000,
+    seed: int = 0,
+    eval_size: int | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """Quantize ``model_dir``'s graphs, check them, and add them as variant "int8"."""
+    check = variant.prepare(model_dir, data_dir, "quantize", eval_size=eval_size, seed=seed)
+    source = check.source
+    calib = _calibration_data(check, data_dir, calibration_size, seed)
+    files = source.graph_files()
+    fp32 = {r: validate.ort_session(str(source.path / f)) for r, f in files.items()}
+    with changed_model_dir(source.path) as builder:
+        t0 = time.perf_counter()
+        recipes = _quantize_graphs(check, builder.root, fp32, calib)
+        seconds = time.perf_counter() - t0
+        int8 = {r: validate.ort_session(str(builder.root / f)) for r, f in FILES.items()}
+        rows = _parity(check, int8)
+        for rel in FILES.values():
+            builder.add_existing(rel, "graph")
+        quality = variant.score(builder, check, VARIANT, FILES, MAX_NELBO_CHANGE)
+        info = variant.entry(
+            FILES,
+            method=METHOD,
+            command=command,
+            tolerance=INT8_TOLERANCE,
+            max_nelbo_change=MAX_NELBO_CHANGE,
+            rows=rows,
+            quality=quality,
+            size_ratio={
+                r: source.fp32_graph_bytes(r) / (builder.root / f).stat().st_size
+                for r, f in FILES.items()
+            },
+            seconds=seconds,
+            recipes=recipes,
+            calibration={
+                "dataset": source.dataset,
+                "split": "train",
+                "images": calibration_size,
+                "latents": "posterior samples of those images + N(0,I) draws",
+                "seed": seed,
+            },
+            speed=_speed(check, fp32, int8),
+        )
+        builder.add_variant(VARIANT, FILES, info)
+    return info
+
+
+def _calibration_data(
+    check: variant.VariantCheck, data_dir: str | Path, size: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Per role, the inputs to calibrate on: training images for the encoder; posterior
+    samples of those images and prior draws for the decoder."""
+    train = split_images(check.source.dataset, "train", data_dir, "int8 calibration")
+    rng = np.random.default_rng(seed)
+    x = as_float(train[rng.choice(len(train), size, replace=False)])
+    posterior = check.fp32.sample(*check.fp32.encode(x), seed=seed)
+    prior = prior_latents(check.source.latent_dim, size // 2, seed)
+    return {"encoder": x, "decoder": np.concatenate([posterior, prior])}
+
+
+def _parity(check: variant.VariantCheck, sessions: dict[str, Any]) -> list[parity.ParityRow]:
+    """The int8 graphs against the PyTorch checkpoint, held to INT8_TOLERANCE."""
+    ckpt, test_x = check.source.checkpoint, check.test_x
+    rows = validate.encoder_parity(ckpt.encoder, sessions["encoder"], test_x[:128], "test images")
+    latents = prior_latents(check.source.latent_dim)
+    rows += validate.decoder_parity(ckpt.decoder, sessions["decoder"], latents, "N(0,I)")
+    parity.require_within(rows, INT8_TOLERANCE)
+    return rows
+
+
+def _speed(
+    check: variant.VariantCheck, fp32: dict[str, Any], int8: dict[str, Any]
+) -> dict[str, int]:
+    """Images per second at batch 256, fp32 graphs against int8 ones (ORT, CPU)."""
+    data = {"encoder": check.test_x[:256], "decoder": prior_latents(check.source.latent_dim, 256)}
+    speed = {"batch": 256}
+    for role, op in (("encoder", "encode"), ("decoder", "decode")):
+        for kind, sessions in (("fp32", fp32), ("int8", int8)):
+            rate = _throughput(sessions[role], INPUTS[role], data[role])
+            speed[f"{op}_{kind}_per_s"] = round(rate)
+    return speed
 
 
 def _recipe_options(recipe: str, src: Path) -> dict[str, Any]:
@@ -95,18 +174,17 @@ def last_layer(model: onnx.ModelProto) -> list[str]:
 
 def _quantize(src: Path, dst: Path, name: str, data: np.ndarray, recipe: str) -> None:
     quantize_static(
-        str(src), str(dst), _Batches(name, data), quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-        calibrate_method=CalibrationMethod.MinMax, **_recipe_options(recipe, src),
-    )  # fmt: skip
-
-
-def fp32_graph_bytes(model_dir: Path, manifest: dict, role: str) -> int:
-    """The size of a default graph: its file plus the checkpoint it reads its weights from."""
-    graph = manifest["graphs"][role]
-    return sum((model_dir / f).stat().st_size
-               for f in (graph["file"], *graph.get("external_data", [])))  # fmt: skip
+        str(src),
+        str(dst),
+        _Batches(name, data),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        **_recipe_options(recipe, src),
+    )
 
 
 def _nelbo(enc: Any, dec: Any, x: np.ndarray, eps: np.ndarray, likelihood: dict) -> float:
@@ -121,11 +199,22 @@ def _nelbo(enc: Any, dec: Any, x: np.ndarray, eps: np.ndarray, likelihood: dict)
     return total / len(x)
 
 
+def _quantize_graphs(
+    check: variant.VariantCheck, out: Path, fp32: dict[str, Any], calib: dict[str, np.ndarray]
+) -> dict[str, dict[str, Any]]:
+    """Write FILES into ``out``, each quantized with the recipe _choose_recipes picks."""
+    with tempfile.TemporaryDirectory(prefix="vae-int8-") as scratch:
+        sources = _sources(check, Path(scratch))
+        return _choose_recipes(check, out, fp32, calib, sources)
+
+
 def _choose_recipes(
-    model_dir: Path, manifest: dict, tmp: Path, fp32: dict[str, Any],
-    calib: dict[str, np.ndarray], test_x: np.ndarray, eps: np.ndarray,
+    check: variant.VariantCheck,
+    out: Path,
+    fp32: dict[str, Any],
+    calib: dict[str, np.ndarray],
     sources: dict[str, list[tuple[str, Path]]],
-) -> dict[str, dict[str, Any]]:  # fmt: skip
+) -> dict[str, dict[str, Any]]:
     """The fastest recipe per graph that keeps the test negative ELBO within budget and the
     graph at least MIN_SIZE_RATIO smaller: the encoder alone within half the budget, then
     the decoder together with the chosen encoder within DECODER_MARGIN of the budget.
@@ -134,27 +223,24 @@ def _choose_recipes(
     preference: the conv decoder's phase form quantizes to the faster int8 graph, but its
     extra intermediate (the per-tap products) can cost too much precision for a small
     latent, where the ConvTranspose form may still fit the budget."""
-    likelihood = manifest["likelihood"]
+    source, likelihood = check.source, check.source.likelihood
     sessions = dict(fp32)
-    base = _nelbo(sessions["encoder"], sessions["decoder"], test_x, eps, likelihood)
+    base = _nelbo(sessions["encoder"], sessions["decoder"], check.test_x, check.eps, likelihood)
     bounds = {"encoder": MAX_NELBO_CHANGE / 2, "decoder": MAX_NELBO_CHANGE * DECODER_MARGIN}
     chosen: dict[str, dict[str, Any]] = {}
-    for role, name in (("encoder", "x"), ("decoder", "z")):
+    for role in ("encoder", "decoder"):
         tried: dict[str, Any] = {}
-        for form, src in sources[role]:
-            for recipe in RECIPES:
-                _quantize(src, tmp / FILES[role], name, calib[role], recipe)
-                size = (tmp / FILES[role]).stat().st_size
-                ratio = fp32_graph_bytes(model_dir, manifest, role) / size
-                trial = {**sessions, role: validate.ort_session(str(tmp / FILES[role]))}
-                change = _nelbo(trial["encoder"], trial["decoder"], test_x, eps, likelihood) - base
-                key = f"{form}/{recipe}" if len(sources[role]) > 1 else recipe
-                tried[key] = {"nelbo_change": round(change, 4), "size_ratio": round(ratio, 2)}
-                if change <= bounds[role] and ratio >= MIN_SIZE_RATIO:
-                    chosen[role] = {"recipe": recipe, "form": form, "tried": tried}
-                    sessions = trial  # the decoder is judged together with the chosen encoder
-                    break
-            if role in chosen:
+        fp32_bytes = source.fp32_graph_bytes(role)
+        for (form, src), recipe in ((s, r) for s in sources[role] for r in RECIPES):
+            _quantize(src, out / FILES[role], INPUTS[role], calib[role], recipe)
+            ratio = fp32_bytes / (out / FILES[role]).stat().st_size
+            trial = {**sessions, role: validate.ort_session(str(out / FILES[role]))}
+            nelbo = _nelbo(trial["encoder"], trial["decoder"], check.test_x, check.eps, likelihood)
+            key = f"{form}/{recipe}" if len(sources[role]) > 1 else recipe
+            tried[key] = {"nelbo_change": round(nelbo - base, 4), "size_ratio": round(ratio, 2)}
+            if nelbo - base <= bounds[role] and ratio >= MIN_SIZE_RATIO:
+                chosen[role] = {"recipe": recipe, "form": form, "tried": tried}
+                sessions = trial  # the decoder is judged together with the chosen encoder
                 break
         else:
             raise ValidationError(
@@ -164,27 +250,32 @@ def _choose_recipes(
     return chosen
 
 
-def _sources(model_dir: Path, manifest: dict, ckpt: Any, scratch: Path
-             ) -> dict[str, list[tuple[str, Path]]]:  # fmt: skip
+def _sources(check: variant.VariantCheck, scratch: Path) -> dict[str, list[tuple[str, Path]]]:
     """The fp32 graphs to quantize per role (see _choose_recipes)."""
-    export = manifest.get("export", {})
+    source = check.source
+    files = {r: source.path / f for r, f in source.graph_files().items()}
+    export = source.manifest.section("export", {})
     phase = export.get("decoder_form") == "phase" and bool(export.get("decoder_rewrites"))
-    decoder = [("phase" if phase else "default", model_dir / manifest["graphs"]["decoder"]["file"])]
+    decoder = [("phase" if phase else "default", files["decoder"])]
     if phase:
-        model, _ = graphs.export_decoder(ckpt.decoder, int(manifest["latent_dim"]),
-                                         form="convtranspose")  # fmt: skip
-        shipped = onnx.load(str(decoder[0][1]), load_external_data=False)
-        model.metadata_props.extend(shipped.metadata_props)  # the contract's vae_onnx.* keys
-        model.producer_name, model.producer_version = (
-            shipped.producer_name,
-            shipped.producer_version,
-        )
-        onnx.save(model, str(scratch / "decoder.convtranspose.onnx"))
-        decoder.append(("convtranspose", scratch / "decoder.convtranspose.onnx"))
-    return {
-        "encoder": [("default", model_dir / manifest["graphs"]["encoder"]["file"])],
-        "decoder": decoder,
-    }
+        decoder.append(("convtranspose", _convtranspose_decoder(check, scratch)))
+    return {"encoder": [("default", files["encoder"])], "decoder": decoder}
+
+
+def _convtranspose_decoder(check: variant.VariantCheck, scratch: Path) -> Path:
+    """The decoder exported again in its trained (ConvTranspose) form, carrying the shipped
+    graph's metadata (the contract's vae_onnx.* keys) and producer."""
+    source = check.source
+    model, _ = graphs.export_decoder(
+        source.checkpoint.decoder, source.latent_dim, form="convtranspose"
+    )
+    shipped_file = source.path / source.graph_files()["decoder"]
+    shipped = onnx.load(str(shipped_file), load_external_data=False)
+    model.metadata_props.extend(shipped.metadata_props)
+    model.producer_name, model.producer_version = shipped.producer_name, shipped.producer_version
+    path = scratch / "decoder.convtranspose.onnx"
+    onnx.save(model, str(path))
+    return path
 
 
 def _throughput(session: Any, name: str, data: np.ndarray, repeats: int = 15) -> float:
@@ -196,94 +287,3 @@ def _throughput(session: Any, name: str, data: np.ndarray, repeats: int = 15) ->
         session.run(None, {name: data})
         times.append(time.perf_counter() - t)
     return len(data) / float(np.median(times))
-
-
-def add_int8_variant(
-    model_dir: str | Path, data_dir: str | Path, *, calibration_size: int = 2000, seed: int = 0,
-    eval_size: int | None = None, command: str = "",
-) -> dict[str, Any]:  # fmt: skip
-    """Quantize ``model_dir``'s graphs, check them, and add them as variant "int8"."""
-    model_dir, data_dir = Path(model_dir), Path(data_dir)
-    manifest = read_manifest(model_dir)
-    check_files(model_dir, manifest)
-    ckpt = model_checkpoint(model_dir, "quantize")
-    dataset = manifest.get("dataset", {}).get("name") or "mnist"
-    latent = int(manifest["latent_dim"])
-    rng = np.random.default_rng(seed)
-    train = split_images(dataset, "train", data_dir)
-    calib = train[rng.choice(len(train), calibration_size, replace=False)]
-    calib_x = (calib.astype(np.float32) / 255.0)[:, None]
-    test = split_images(dataset, "test", data_dir)[:eval_size]
-    test_x = (test.astype(np.float32) / 255.0)[:, None]
-
-    fp32 = VAE(model_dir, threads=None)
-    mu, logvar = fp32.encode(calib_x)
-    posterior = fp32.sample(mu, logvar, seed=seed)
-    calib_z = np.concatenate([posterior, prior_latents(latent, calibration_size // 2, seed)])
-
-    with staged_copy(model_dir) as tmp:
-        eps = np.random.default_rng(seed + 1).standard_normal((len(test_x), latent))
-        eps = eps.astype(np.float32)
-        t0 = time.perf_counter()
-        calib = {"encoder": calib_x, "decoder": calib_z}
-        fp32_sessions = {r: validate.ort_session(str(model_dir / f"{r}.onnx")) for r in FILES}
-        with tempfile.TemporaryDirectory(prefix="vae-int8-") as scratch:
-            sources = _sources(model_dir, manifest, ckpt, Path(scratch))
-            recipes = _choose_recipes(model_dir, manifest, tmp, fp32_sessions, calib, test_x,
-                                      eps, sources)  # fmt: skip
-        seconds = time.perf_counter() - t0
-
-        enc8 = validate.ort_session(str(tmp / FILES["encoder"]))
-        dec8 = validate.ort_session(str(tmp / FILES["decoder"]))
-        rows = validate.encoder_parity(ckpt.encoder, enc8, test_x[:128], "test images")
-        rows += validate.decoder_parity(ckpt.decoder, dec8, prior_latents(latent), "N(0,I)")
-        validate.require_within(rows, INT8_TOLERANCE)
-
-        nelbo32 = float(fp32.score(test_x, eps=eps).mean())
-        # The variant is not in the manifest yet: score it through a manifest that names it.
-        doc = json.loads((tmp / "manifest.json").read_text())
-        for rel in FILES.values():
-            doc["files"][rel] = file_entry(tmp, rel, "graph")
-        doc.setdefault("variants", {})[VARIANT] = dict(FILES)
-        write_manifest(tmp, doc)
-        int8 = VAE(tmp, variant=VARIANT)
-        nelbo8 = float(int8.score(test_x, eps=eps).mean())
-        if nelbo8 - nelbo32 > MAX_NELBO_CHANGE:
-            raise ValidationError(
-                f"int8 variant raises the test negative ELBO by {nelbo8 - nelbo32:.3f} nats "
-                f"(bound {MAX_NELBO_CHANGE})"
-            )
-        batch = test_x[:256]
-        z = prior_latents(latent, 256)
-        enc32, dec32 = fp32_sessions["encoder"], fp32_sessions["decoder"]
-        speed = {
-            "batch": 256,
-            "encode_fp32_per_s": round(_throughput(enc32, "x", batch)),
-            "encode_int8_per_s": round(_throughput(enc8, "x", batch)),
-            "decode_fp32_per_s": round(_throughput(dec32, "z", z)),
-            "decode_int8_per_s": round(_throughput(dec8, "z", z)),
-        }
-        sizes = {r: fp32_graph_bytes(tmp, doc, r) / (tmp / FILES[r]).stat().st_size for r in FILES}
-        doc["variants"][VARIANT] = {
-            **FILES,
-            "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
-            "MinMax calibration; Conv/ConvTranspose/Gemm/MatMul only (sigmoid output kept float)",
-            "recipes": recipes,
-            "command": command,
-            "calibration": {"dataset": dataset, "split": "train", "images": calibration_size,
-                            "latents": "posterior samples of those images + N(0,I) draws",
-                            "seed": seed},
-            "tolerance": dict(INT8_TOLERANCE),
-            "max_nelbo_change": MAX_NELBO_CHANGE,
-            "parity": {"max_abs": validate.maxima(rows),
-                       "mean_abs": validate.maxima(rows, "mean_abs")},
-            "quality": {"test_images": len(test_x), "test_nelbo_fp32": round(nelbo32, 4),
-                        "test_nelbo_int8": round(nelbo8, 4),
-                        "change": round(nelbo8 - nelbo32, 4)},
-            "size_ratio": {r: round(v, 3) for r, v in sizes.items()},
-            "speed": speed,
-            "seconds": round(seconds, 2),
-        }  # fmt: skip
-        write_manifest(tmp, doc)
-        VAE(tmp, variant=VARIANT)  # the runtime accepts the finished directory
-    return doc["variants"][VARIANT]

@@ -1,76 +1,94 @@
-"""Re-check an existing model directory against the checkpoints it carries."""
+"""Re-check an existing model directory against the checkpoints it carries, and the policy
+of which bounds hold: the default graphs meet the tolerance their manifest records plus the
+likelihood bound; a variant meets its own recorded tolerance (its quality is held to an
+ELBO budget when it is built, so the likelihood rows are shown but not judged)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vae_export import validate
-from vae_export.errors import ExportError
-from vae_export.exporter import CHECKPOINT_SUBDIR, prior_latents, test_images
-from vae_export.manifest import sha256_file
-from vae_train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from vae_export import parity, validate
+from vae_export.data import prior_latents, sample_test_images
+from vae_export.model_source import ModelSource, open_model_dir
 
 
-def read_manifest(model_dir: Path) -> dict:
-    path = model_dir / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ExportError(f"{model_dir} is not a model directory (no manifest.json)") from None
-    except ValueError as exc:
-        raise ExportError(f"{path} is not valid JSON: {exc}") from None
+@dataclass
+class VerifyReport:
+    model_dir: Path
+    variant: str | None
+    rows: list[parity.ParityRow]
+    bounds: dict[str, float]  # for the graph rows
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        """The parity table, the first problems, and the worst figure against each bound."""
+        head = f"== {self.model_dir}" + (f" ({self.variant})" if self.variant else "")
+        lines = [head, parity.format_table(self.rows)]
+        lines += [f"FAILED: {line}" for line in self.problems[:5]]
+        graph_rows = [r for r in self.rows if r.output != "nll"]
+        worst = {f: max(getattr(r, f) for r in graph_rows) for f in self.bounds}
+        figures = ", ".join(
+            f"{f.replace('_', ' ')} {v:.2e} (bound {self.bounds[f]:g})" for f, v in worst.items()
+        )
+        lines.append(f"{figures}: {'ok' if self.ok else 'FAILED'}\n")
+        return "\n".join(lines)
 
 
-def check_files(model_dir: Path, manifest: dict) -> None:
-    for rel, entry in manifest.get("files", {}).items():
-        path = model_dir / rel
-        if not path.is_file():
-            raise ExportError(f"{path} is listed in the manifest but missing")
-        if sha256_file(path) != entry.get("sha256"):
-            raise ExportError(f"{path}: sha256 differs from the manifest (modified or damaged)")
+def bounds_for(source: ModelSource, variant: str | None, tolerance: float | None) -> dict:
+    """The bounds the graph rows are held to: ``tolerance`` if given, else the manifest's."""
+    if tolerance is not None:
+        return {"max_abs": tolerance}
+    if variant:
+        return dict(source.manifest.section("variants")[variant]["tolerance"])
+    return {"max_abs": source.manifest.section("parity", {}).get("tolerance", 1e-5)}
 
 
-def model_checkpoint(model_dir: Path, purpose: str) -> Checkpoint:
-    """The PyTorch modules of the checkpoints a model directory carries."""
-    try:
-        return load_checkpoint(model_dir / CHECKPOINT_SUBDIR)
-    except CheckpointError as exc:
-        raise ExportError(f"cannot {purpose} {model_dir}: {exc}") from None
-
-
-def verify_model_dir(
+def check_model_dir(
     model_dir: str | Path,
     data_dir: str | Path | None = None,
-    batch_sizes: Sequence[int] = validate.BATCH_SIZES,
+    batch_sizes: Sequence[int] = parity.BATCH_SIZES,
     variant: str | None = None,
-) -> list[validate.ParityRow]:
-    """ORT (the directory's graphs) against PyTorch (its checkpoints), per batch size."""
-    model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
-    check_files(model_dir, manifest)
-    ckpt = model_checkpoint(model_dir, "verify")
-    files = {role: manifest["graphs"][role]["file"] for role in ("encoder", "decoder")}
-    if variant:
-        try:
-            files = manifest["variants"][variant]
-        except KeyError:
-            raise ExportError(f"{model_dir} has no variant {variant!r}") from None
-    enc = validate.ort_session(str(model_dir / files["encoder"]))
-    dec = validate.ort_session(str(model_dir / files["decoder"]))
+    tolerance: float | None = None,
+) -> VerifyReport:
+    """Verify ``model_dir`` (or one of its variants) and judge the rows by the policy."""
+    source = open_model_dir(model_dir, "verify")
+    rows = parity_rows(source, data_dir, batch_sizes, variant)
+    bounds = bounds_for(source, variant, tolerance)
+    problems = parity.violations([r for r in rows if r.output != "nll"], bounds)
+    if not variant:
+        nll = [r for r in rows if r.output == "nll"]
+        problems += parity.violations(nll, {"max_rel": parity.LIKELIHOOD_REL_TOLERANCE})
+    return VerifyReport(source.path, variant, rows, bounds, problems)
+
+
+def parity_rows(
+    source: ModelSource,
+    data_dir: str | Path | None,
+    batch_sizes: Sequence[int],
+    variant: str | None,
+) -> list[parity.ParityRow]:
+    """Test images (when ``data_dir`` is given), uniform noise and prior draws."""
+    ckpt, files = source.checkpoint, source.graph_files(variant)
+    enc = validate.ort_session(str(source.path / files["encoder"]))
+    dec = validate.ort_session(str(source.path / files["decoder"]))
     n = max(batch_sizes)
-    latent_dim = int(manifest["latent_dim"])
-    rows: list[validate.ParityRow] = []
+    rows: list[parity.ParityRow] = []
     if data_dir is not None:
-        images = test_images(manifest.get("dataset", {}).get("name") or "mnist", data_dir, n)
+        images = sample_test_images(source.dataset, data_dir, n)
         rows += validate.encoder_parity(ckpt.encoder, enc, images, "test images", batch_sizes)
-        rows += validate.likelihood_parity(ckpt.encoder, ckpt.decoder, dec, images,
-                                           manifest["likelihood"], batch_sizes)  # fmt: skip
+        rows += validate.likelihood_parity(
+            ckpt.encoder, ckpt.decoder, dec, images, source.likelihood, batch_sizes
+        )
     noise = np.random.default_rng(1).random((n, 1, 28, 28), dtype=np.float32)
     rows += validate.encoder_parity(ckpt.encoder, enc, noise, "uniform noise", batch_sizes)
-    latents = prior_latents(latent_dim, n)
+    latents = prior_latents(source.latent_dim, n)
     rows += validate.decoder_parity(ckpt.decoder, dec, latents, "N(0,I)", batch_sizes)
     return rows

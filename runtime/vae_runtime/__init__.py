@@ -6,14 +6,15 @@
     vae.save_grid(x, "samples.png")
 
 See docs/runtime.md. Pillow and tqdm are imported only by the functions that need them,
-so importing this package costs numpy and onnxruntime only.
+and an engine's library (onnxruntime) only when a model is loaded with it, so importing
+this package costs numpy and vae_format (numpy and the standard library) only.
 """
 
 from __future__ import annotations
 
 from .errors import InputError, ModelFormatError, ProviderError, ProviderWarning, VAEError
-from .grid import make_grid, save_grid
 from .model_dir import resolve_model_dir
+from .outputs import make_grid, save_grid
 from .sampling import LOGVAR_MAX, LOGVAR_MIN
 from .sources import ImageSource, open_images
 from .vae import VAE

@@ -4,7 +4,7 @@ Timings warm up first and report medians; latency percentiles come from the indi
 calls. GFLOP/s divides the model's own FLOP count (recorded by vae-export in the
 manifest) by the median time, so a graph rewrite cannot inflate it. Cold start and
 streaming memory are measured in fresh child processes, which report their own peak RSS
-(VmHWM).
+(VmHWM). Every figure goes through the engine seam, so any backend can be measured.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .engines import DEFAULT_ENGINE
 from .vae import VAE
 
 
@@ -31,8 +32,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_calls(fn: Callable[[], Any], budget_s: float = 1.0, min_calls: int = 10,
-               max_calls: int = 2000, warmup: int = 3) -> np.ndarray:  # fmt: skip
+def time_calls(
+    fn: Callable[[], Any],
+    budget_s: float = 1.0,
+    min_calls: int = 10,
+    max_calls: int = 2000,
+    warmup: int = 3,
+) -> np.ndarray:
     """Per-call seconds: ``warmup`` untimed calls, then calls until the budget is spent."""
     for _ in range(warmup):
         fn()
@@ -49,10 +55,15 @@ def time_calls(fn: Callable[[], Any], budget_s: float = 1.0, min_calls: int = 10
 
 def _row(op: str, batch: int, times: np.ndarray, flops: int | None) -> dict[str, Any]:
     p50 = float(np.median(times))
-    row = {"op": op, "batch": batch, "images_per_s": batch / p50, "p50_ms": p50 * 1e3,
-           "p99_ms": float(np.percentile(times, 99)) * 1e3, "calls": len(times)}  # fmt: skip
-    row["gflops"] = flops * batch / p50 / 1e9 if flops else None
-    return row
+    return {
+        "op": op,
+        "batch": batch,
+        "images_per_s": batch / p50,
+        "p50_ms": p50 * 1e3,
+        "p99_ms": float(np.percentile(times, 99)) * 1e3,
+        "calls": len(times),
+        "gflops": flops * batch / p50 / 1e9 if flops else None,
+    }
 
 
 def throughput(vae: VAE, batch_sizes: Sequence[int], budget_s: float = 1.0) -> list[dict]:
@@ -75,10 +86,10 @@ def throughput(vae: VAE, batch_sizes: Sequence[int], budget_s: float = 1.0) -> l
 
 
 def wrapper_overhead(vae: VAE, budget_s: float = 1.0) -> dict[str, float]:
-    """Median time of VAE.encode/decode at batch 1 over a bare InferenceSession.run."""
+    """Median time of VAE.encode/decode at batch 1 over the engine's bare ``run``."""
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     z = np.zeros((1, vae.latent_dim), np.float32)
-    enc, dec = vae._encoder, vae._decoder  # the sessions the wrapper itself uses
+    enc, dec = vae._encoder, vae._decoder  # the graph runners the wrapper itself uses
     out = {}
     for op, wrapped, bare in (
         ("encode", partial(vae.encode, x), partial(enc.run, None, {"x": x})),
@@ -98,8 +109,8 @@ def wrapper_overhead(vae: VAE, budget_s: float = 1.0) -> dict[str, float]:
 def _run_child(code: str, env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MB, stdout) of ``python -c code`` in a fresh process."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)  # fmt: skip
+    cmd = [sys.executable, "-c", code]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out, err = proc.communicate()
     wall = time.perf_counter() - t
     if proc.returncode:
@@ -120,12 +131,17 @@ except (OSError, IndexError):
 """
 
 
-def cold_start(model: str | None, runs: int = 7) -> dict[str, float]:
+def cold_start(model: str | None, runs: int = 7, backend: str = DEFAULT_ENGINE) -> dict:
     """Fresh process: import vae_runtime, load the model, generate 64 images."""
-    code = f"from vae_runtime import VAE; VAE({model!r}).generate(64, seed=0)\n{_RSS}"
+    load = f"VAE({model!r}, backend={backend!r})"
+    code = f"from vae_runtime import VAE; {load}.generate(64, seed=0)\n{_RSS}"
     walls, rsss = zip(*(_run_child(code)[:2] for _ in range(runs)), strict=True)
-    return {"runs": runs, "median_s": float(np.median(walls)), "max_s": float(np.max(walls)),
-            "peak_rss_mb": float(np.max(rsss))}  # fmt: skip
+    return {
+        "runs": runs,
+        "median_s": float(np.median(walls)),
+        "max_s": float(np.max(walls)),
+        "peak_rss_mb": float(np.max(rsss)),
+    }
 
 
 def write_synthetic_idx(path: Path, n: int, seed: int = 0, chunk: int = 10_000) -> None:
@@ -137,73 +153,123 @@ def write_synthetic_idx(path: Path, n: int, seed: int = 0, chunk: int = 10_000) 
             f.write(rng.integers(0, 256, (min(chunk, n - start), 28, 28), np.uint8).tobytes())
 
 
-def streaming_embed(model: str | None, n: int = 100_000, batch_size: int = 1024) -> dict:
-    """Peak RSS of ``vae-run embed`` over a synthetic IDX file of ``n`` images."""
+# A child that streams a file's embeddings to disk (what `vae-run embed` does).
+_STREAM = """
+from vae_runtime import VAE, open_images
+from vae_runtime.streaming import embed_to_npy
+vae = VAE({model!r}, backend={backend!r}, batch_size={batch_size})
+embed_to_npy(vae, open_images({source!r}), {out!r}, batch_size={batch_size})
+"""
+
+
+def streaming_embed(
+    model: str | None, n: int = 100_000, batch_size: int = 1024, backend: str = DEFAULT_ENGINE
+) -> dict:
+    """Peak RSS of embedding a synthetic IDX file of ``n`` images into a .npy file."""
     with tempfile.TemporaryDirectory() as tmp:
         idx, out = Path(tmp) / "images.idx", Path(tmp) / "emb.npy"
         write_synthetic_idx(idx, n)
-        args = ["embed", str(idx), "--out", str(out), "--batch-size", str(batch_size),
-                "--no-progress"] + (["--model", model] if model else [])  # fmt: skip
-        code = f"from vae_runtime.cli import main; main({args!r})\n{_RSS}"
-        wall, rss, _ = _run_child(code)
+        code = _STREAM.format(
+            model=model, backend=backend, batch_size=batch_size, source=str(idx), out=str(out)
+        )
+        wall, rss, _ = _run_child(code + _RSS)
         shape = np.load(out, mmap_mode="r").shape
-    return {"images": n, "seconds": wall, "images_per_s": n / wall, "peak_rss_mb": rss,
-            "input_mb": n * 784 / 2**20, "output_shape": list(shape)}  # fmt: skip
+    return {
+        "images": n,
+        "seconds": wall,
+        "images_per_s": n / wall,
+        "peak_rss_mb": rss,
+        "input_mb": n * 784 / 2**20,
+        "output_shape": list(shape),
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
+    runs_on = ", ".join(f"{k} {v}" for k, v in report["engine"].items() if k != "backend")
     lines = [
         f"model {report['model']} ({report['arch']}, latent {report['latent_dim']}, variant "
-        f"{report['variant']}), threads {report['threads']}, onnxruntime "
-        f"{report['onnxruntime']}, providers {report['providers']}",
+        f"{report['variant']}), threads {report['threads']}, backend {report['backend']} "
+        f"({runs_on})",
         "",
     ]
     head = f"{'op':9} {'batch':>6} {'images/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'GFLOP/s':>8}"
     lines += [head, "-" * len(head)]
     for r in report["throughput"]:
         gf = f"{r['gflops']:8.1f}" if r["gflops"] is not None else f"{'-':>8}"
-        lines.append(f"{r['op']:9} {r['batch']:6d} {r['images_per_s']:11,.0f} "
-                     f"{r['p50_ms']:9.3f} {r['p99_ms']:9.3f} {gf}")  # fmt: skip
-    o = report.get("batch1_overhead")
-    if o:
-        lines += ["", "batch 1, VAE wrapper vs bare session.run (median us): "
-                  f"encode {o['encode_wrapper_us']:.1f} vs {o['encode_bare_us']:.1f} "
-                  f"({o['encode_overhead_pct']:+.1f}%), decode {o['decode_wrapper_us']:.1f} vs "
-                  f"{o['decode_bare_us']:.1f} ({o['decode_overhead_pct']:+.1f}%)"]  # fmt: skip
-    c = report.get("cold_start")
-    if c:
-        lines.append(f"cold start (import, load, generate 64; {c['runs']} fresh processes): "
-                     f"median {c['median_s']:.3f} s, max {c['max_s']:.3f} s, "
-                     f"peak RSS {c['peak_rss_mb']:.0f} MB")  # fmt: skip
-    s = report.get("streaming")
-    if s:
-        lines.append(f"streaming embed of {s['images']:,} IDX images: {s['seconds']:.1f} s "
-                     f"({s['images_per_s']:,.0f}/s), peak RSS {s['peak_rss_mb']:.0f} MB "
-                     f"(input {s['input_mb']:.0f} MB)")  # fmt: skip
+        lines.append(
+            f"{r['op']:9} {r['batch']:6d} {r['images_per_s']:11,.0f} "
+            f"{r['p50_ms']:9.3f} {r['p99_ms']:9.3f} {gf}"
+        )
+    lines += _extra_lines(report)
     lines.append(f"peak RSS of this process: {report['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)
 
 
+def _extra_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    o = report.get("batch1_overhead")
+    if o:
+        lines += [
+            "",
+            "batch 1, VAE wrapper vs bare engine run (median us): "
+            f"encode {o['encode_wrapper_us']:.1f} vs {o['encode_bare_us']:.1f} "
+            f"({o['encode_overhead_pct']:+.1f}%), decode {o['decode_wrapper_us']:.1f} vs "
+            f"{o['decode_bare_us']:.1f} ({o['decode_overhead_pct']:+.1f}%)",
+        ]
+    c = report.get("cold_start")
+    if c:
+        lines.append(
+            f"cold start (import, load, generate 64; {c['runs']} fresh processes): "
+            f"median {c['median_s']:.3f} s, max {c['max_s']:.3f} s, "
+            f"peak RSS {c['peak_rss_mb']:.0f} MB"
+        )
+    s = report.get("streaming")
+    if s:
+        lines.append(
+            f"streaming embed of {s['images']:,} IDX images: {s['seconds']:.1f} s "
+            f"({s['images_per_s']:,.0f}/s), peak RSS {s['peak_rss_mb']:.0f} MB "
+            f"(input {s['input_mb']:.0f} MB)"
+        )
+    return lines
+
+
 def run_bench(
-    model: str | None, *, variant: str | None = None, threads: int | None = None,
-    batch_sizes: Sequence[int] = (1, 64, 256, 1024), budget_s: float = 1.0,
-    cold_runs: int = 7, stream: int = 0, providers: Any = None,
-) -> dict[str, Any]:  # fmt: skip
-    vae = VAE(model, variant=variant, threads=threads, providers=providers,
-              batch_size=max(batch_sizes))  # fmt: skip
+    model: str | None,
+    *,
+    variant: str | None = None,
+    threads: int | None = None,
+    batch_sizes: Sequence[int] = (1, 64, 256, 1024),
+    budget_s: float = 1.0,
+    cold_runs: int = 7,
+    stream: int = 0,
+    providers: Any = None,
+    backend: str = DEFAULT_ENGINE,
+) -> dict[str, Any]:
+    vae = VAE(
+        model,
+        variant=variant,
+        backend=backend,
+        threads=threads,
+        providers=providers,
+        batch_size=max(batch_sizes),
+    )
     info = vae.info
     report: dict[str, Any] = {
-        "model": info["name"], "arch": info["arch"], "latent_dim": info["latent_dim"],
-        "variant": variant, "threads": threads or os.cpu_count(),
-        "onnxruntime": info["onnxruntime"], "providers": info["providers"],
+        "model": info["name"],
+        "arch": info["arch"],
+        "latent_dim": info["latent_dim"],
+        "variant": variant,
+        "threads": threads or os.cpu_count(),
+        "backend": info["backend"],
+        "engine": vae.runs_on,
         "throughput": throughput(vae, batch_sizes, budget_s),
-    }  # fmt: skip
+    }
     if 1 in batch_sizes:
         report["batch1_overhead"] = wrapper_overhead(vae, budget_s)
     if cold_runs:
-        report["cold_start"] = cold_start(model, cold_runs)
+        report["cold_start"] = cold_start(model, cold_runs, backend)
     if stream:
-        report["streaming"] = streaming_embed(model, stream)
+        report["streaming"] = streaming_embed(model, stream, backend=backend)
     report["peak_rss_mb"] = peak_rss_mb()
     return report
 

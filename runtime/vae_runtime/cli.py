@@ -19,15 +19,18 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from vae_format.atomic import save_npy
+
 from . import __version__
-from .atomic import atomic_path, save_npy
+from .engines import DEFAULT_ENGINE, ENGINES
 from .errors import InputError, VAEError
-from .grid import save_grid
+from .outputs import reconstruction_rows, save_grid
 from .sources import ImageSource, open_images
+from .streaming import embed_to_npy
 from .vae import VAE
 
 PROG = "vae-run"
@@ -63,7 +66,10 @@ def model_options() -> argparse.ArgumentParser:
         "--model", metavar="DIR", help="model directory (default: $VAE_ONNX_MODEL, else shipped)"
     )
     group.add_argument("--variant", metavar="NAME", help="a variant listed in the manifest")
-    group.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
+    group.add_argument(
+        "--backend", choices=sorted(ENGINES), default=DEFAULT_ENGINE, help="default: %(default)s"
+    )
+    group.add_argument("--device", choices=("cpu", "cuda"), help="onnxruntime: default cpu")
     group.add_argument(
         "--fallback", action="store_true", help="run on the CPU if --device is unavailable"
     )
@@ -91,6 +97,7 @@ def load_vae(args: argparse.Namespace) -> VAE:
     return VAE(
         args.model,
         variant=args.variant,
+        backend=args.backend,
         providers=args.device,
         threads=args.threads,
         fallback=args.fallback,
@@ -154,41 +161,13 @@ def add_embed(p: argparse.ArgumentParser) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     source = open_input(args, args.input)
     vae = load_vae(args)
-    shape = (source.count, vae.latent_dim)
-    written = 0
-    # Embeddings go straight into a memory-mapped .npy beside the target, renamed when done,
-    # so memory stays at one batch and a failed run leaves no partial file.
-    with atomic_path(args.out) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        with progress(args, source.count, "embed") as bar:
-            for mu in vae.embed_iter(source.batches(args.batch_size)):
-                out[written : written + len(mu)] = mu
-                written += len(mu)
-                bar.update(len(mu))
-        out.flush()
-        del out
-        if written != source.count:  # files were skipped: keep only the rows written
-            _truncate_npy(tmp, written)
+    with progress(args, source.count, "embed") as bar:
+        written = embed_to_npy(
+            vae, source, args.out, batch_size=args.batch_size, progress=bar.update
+        )
     report_skipped(source)
     print(f"wrote {args.out}: {written} embeddings of size {vae.latent_dim}")
     return 0
-
-
-def _truncate_npy(path: Path, rows: int) -> None:
-    full = np.load(path, mmap_mode="r")
-    part = path.with_name(path.name + ".part")
-    try:
-        out = np.lib.format.open_memmap(
-            part, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:])
-        )
-        for start in range(0, rows, 65536):
-            stop = min(start + 65536, rows)
-            out[start:stop] = full[start:stop]
-        out.flush()
-        del out, full
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def add_reconstruct(p: argparse.ArgumentParser) -> None:
@@ -204,28 +183,14 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         raise InputError("nothing to write: give --out grid.png and/or --npy recon.npy")
     source = open_input(args, args.input)
     vae = load_vae(args)
-    chunks, have = [], 0
-    for batch in source.batches(min(args.batch_size, args.n)):
-        chunks.append(batch[: args.n - have])
-        have += len(chunks[-1])
-        if have >= args.n:
-            break
-    if not have:
+    x = source.read(limit=args.n)
+    if not len(x):
         raise InputError(f"{args.input}: holds no images")
-    x = np.concatenate(chunks)
     recon = vae.reconstruct(x)
     report_skipped(source)
-    if args.out is not None:
-        # Pair each row of originals with the row of their reconstructions.
-        rows = []
-        for start in range(0, len(x), args.nrow):
-            rows += [x[start : start + args.nrow], recon[start : start + args.nrow]]
-        pairs = np.concatenate(rows)
-        save_grid(pairs, args.out, nrow=args.nrow)
-        print(f"wrote {args.out}")
-    if args.npy is not None:
-        save_npy(args.npy, recon)
-        print(f"wrote {args.npy}")
+    # Each row of originals above the row of their reconstructions.
+    _write_images(reconstruction_rows(x, recon, args.nrow), args.out, None, args.nrow)
+    _write_images(recon, None, args.npy, args.nrow)
     return 0
 
 
@@ -286,31 +251,34 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
     # The text form is for people: summaries of the long sections (--json has them whole).
-    summaries = {
-        "parity": lambda p: ", ".join(
-            f"{k} {p[k]:.1e}" for k in ("mu", "logvar", "x_hat") if k in p
-        ) + f" (max abs vs PyTorch, tolerance {p.get('tolerance')})",
-        "training": lambda t: f"{t.get('command', '')} (epoch {t.get('epoch')})",
-        "quality": lambda q: ", ".join(f"{k} {v:.4g}" for k, v in q.items()
-                                       if isinstance(v, float)),
-        "dataset": lambda d: str(d.get("name")),
-        "export": lambda e: str(e.get("command", "")),
-    }  # fmt: skip
     for key, value in info.items():
-        if key in summaries and isinstance(value, dict):
-            text = summaries[key](value)
+        summary = SUMMARIES.get(key) if isinstance(value, dict) else None
+        if summary is not None:
+            text = summary(value)
         else:
             text = value if isinstance(value, str) else json.dumps(value)
         print(f"{key}: {text}")
     return 0
 
 
-Subcommand = tuple[
-    str, str, Sequence[str], Callable[[argparse.ArgumentParser], None], Callable[..., int]
-]
+def _parity_summary(p: dict[str, Any]) -> str:
+    worst = ", ".join(f"{k} {p[k]:.1e}" for k in ("mu", "logvar", "x_hat") if k in p)
+    return f"{worst} (max abs vs PyTorch, tolerance {p.get('tolerance')})"
 
 
-# (name, help, shared option groups, add arguments, run)
+def _quality_summary(q: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in q.items() if isinstance(v, float))
+
+
+SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "parity": _parity_summary,
+    "training": lambda t: f"{t.get('command', '')} (epoch {t.get('epoch')})",
+    "quality": _quality_summary,
+    "dataset": lambda d: str(d.get("name")),
+    "export": lambda e: str(e.get("command", "")),
+}
+
+
 def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", nargs="?", help="model directory (default: --model or shipped)")
     p.add_argument("--data-dir", required=True, help="folder with the dataset's IDX files")
@@ -330,7 +298,7 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--limit", type=positive_int, help="use only the first N test images")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--no-progress", action="store_true")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress messages")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -341,9 +309,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     vae = load_vae(args)
     show = not args.no_progress and sys.stderr.isatty()
     say = (lambda msg: print(f"  {msg} ...", file=sys.stderr)) if show else None
-    result = evaluate(vae, args.data_dir, args.dataset, k=args.k, seed=args.seed,
-                      neighbours=args.neighbours, ood_dataset=args.ood_dataset,
-                      limit=args.limit, progress=say)  # fmt: skip
+    result = evaluate(
+        vae,
+        args.data_dir,
+        args.dataset,
+        k=args.k,
+        seed=args.seed,
+        neighbours=args.neighbours,
+        ood_dataset=args.ood_dataset,
+        limit=args.limit,
+        progress=say,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -393,7 +369,7 @@ def add_bench(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="also embed N synthetic IDX images in a child process (peak RSS)",
     )
-    p.add_argument("--json", action="store_true")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -409,35 +385,52 @@ def run_bench(args: argparse.Namespace) -> int:
         cold_runs=args.cold_start,
         stream=args.stream,
         providers=args.device,
+        backend=args.backend,
     )
     print(dumps(report) if args.json else format_report(report))
     return 0
 
 
-SUBCOMMANDS: list[Subcommand] = [
-    ("generate", "decode samples of the prior", ("model",), add_generate, run_generate),
-    ("embed", "write the embeddings (mu) of images", ("model", "input"), add_embed, run_embed),
-    (
-        "reconstruct",
-        "encode and decode images",
-        ("model", "input"),
-        add_reconstruct,
-        run_reconstruct,
+class Subcommand(NamedTuple):
+    name: str
+    help: str
+    groups: tuple[str, ...]  # shared option groups: "model", "input"
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+MODEL = ("model",)
+MODEL_INPUT = ("model", "input")
+SUBCOMMANDS = [
+    Subcommand("generate", "decode samples of the prior", MODEL, add_generate, run_generate),
+    Subcommand("embed", "write the embeddings (mu) of images", MODEL_INPUT, add_embed, run_embed),
+    Subcommand(
+        "reconstruct", "encode and decode images", MODEL_INPUT, add_reconstruct, run_reconstruct
     ),
-    (
+    Subcommand(
         "interpolate",
         "decode a path between two images",
-        ("model", "input"),
+        MODEL_INPUT,
         add_interpolate,
         run_interpolate,
     ),
-    ("score", "per-image negative ELBO in nats", ("model", "input"), add_score, run_score),
-    ("info", "describe the model and the providers in use", ("model",), add_info, run_info),
-    ("evaluate", "test negative ELBO, IW bound, k-NN accuracy, OOD AUROC", ("model",),
-     add_evaluate, run_evaluate),
-    ("bench", "throughput, latency, GFLOP/s, cold start and memory", ("model",), add_bench,
-     run_bench),
-]  # fmt: skip
+    Subcommand("score", "per-image negative ELBO in nats", MODEL_INPUT, add_score, run_score),
+    Subcommand("info", "describe the model and the providers in use", MODEL, add_info, run_info),
+    Subcommand(
+        "evaluate",
+        "test negative ELBO, IW bound, k-NN accuracy, OOD AUROC",
+        MODEL,
+        add_evaluate,
+        run_evaluate,
+    ),
+    Subcommand(
+        "bench",
+        "throughput, latency, GFLOP/s, cold start and memory",
+        MODEL,
+        add_bench,
+        run_bench,
+    ),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

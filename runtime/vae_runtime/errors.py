@@ -3,26 +3,31 @@
 Every refusal is a :class:`VAEError`, so callers (and the CLI) can tell a documented
 refusal from a bug. The subclasses also derive from the built-in exception a caller would
 naturally catch (``ValueError`` for bad data, ``RuntimeError`` for an unusable provider).
+``VAEError`` and ``ModelFormatError`` are vae_format's own classes: the format package
+raises them when it reads a model directory.
 """
 
 from __future__ import annotations
 
+from vae_format.errors import DataFileError, ModelFormatError, VAEError
 
-class VAEError(Exception):
-    """Base class of every error the runtime raises on purpose."""
+__all__ = [
+    "DataFileError",
+    "InputError",
+    "ModelFormatError",
+    "ProviderError",
+    "ProviderWarning",
+    "VAEError",
+]
 
 
 class InputError(VAEError, ValueError):
     """An image, latent, path or argument the runtime cannot use."""
 
 
-class ModelFormatError(VAEError, ValueError):
-    """A model directory that breaks docs/model-format.md; the message names file and reason."""
-
-
 class ProviderError(VAEError, RuntimeError):
-    """An ONNX Runtime execution provider that was asked for but cannot be used."""
+    """An engine or execution provider that was asked for but cannot be used."""
 
 
 class ProviderWarning(UserWarning):
-    """The sessions run on other providers than asked for, or the install looks broken."""
+    """The graphs run on other providers than asked for, or the install looks broken."""

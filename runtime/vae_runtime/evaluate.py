@@ -8,7 +8,6 @@ and optionally the out-of-distribution AUROC of ``score`` against another datase
 
 from __future__ import annotations
 
-import gzip
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,58 +15,26 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .idx import iter_idx_images, read_idx_header
+from vae_format.datasets import read_split
+
 from .vae import VAE
-
-SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
-TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-
-Progress = Callable[[int, str], Any]
-
-
-def find_split_file(data_dir: Path, dataset: str, name: str) -> Path:
-    """The file ``name`` (gzipped or raw) in the layouts vae-train accepts."""
-    dirs = [data_dir / dataset, data_dir, data_dir / TORCHVISION_DIRS.get(dataset, dataset) / "raw"]
-    for d in dirs:
-        for candidate in (d / f"{name}.gz", d / name):
-            if candidate.is_file():
-                return candidate
-    raise InputError(f"{dataset}: {name}(.gz) not found under {data_dir}")
-
-
-def read_labels(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: unreadable ({exc})") from None
-    if len(data) < 8 or int.from_bytes(data[:4], "big") != 0x801:
-        raise InputError(f"{path}: not an IDX label file (bad magic number)")
-    count = int.from_bytes(data[4:8], "big")
-    if len(data) - 8 != count:
-        raise InputError(f"{path}: header promises {count} labels, file holds {len(data) - 8}")
-    return np.frombuffer(data, np.uint8, offset=8)
 
 
 def load_split(data_dir: Path, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images (N, 28, 28), uint8 labels (N,)) of one split."""
-    images_name, labels_name = SPLIT_FILES[split]
-    images_path = find_split_file(data_dir, dataset, images_name)
-    header = read_idx_header(images_path)
-    images = np.concatenate(list(iter_idx_images(images_path, chunk=8192)))
-    labels = read_labels(find_split_file(data_dir, dataset, labels_name))
-    if len(labels) != header.count:
-        raise InputError(f"{dataset} {split}: {header.count} images but {len(labels)} labels")
-    return images.reshape(-1, 28, 28), labels
+    """(uint8 images (N, 28, 28), uint8 labels (N,)) of one split, every file checked
+    (structure and published md5) as training checks it."""
+    loaded = read_split(dataset, split, data_dir)
+    return loaded.images, loaded.labels
 
 
 def knn_accuracy(
-    index: np.ndarray, index_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
-    k: int = 5, chunk: int = 512,
-) -> float:  # fmt: skip
+    index: np.ndarray,
+    index_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    k: int = 5,
+    chunk: int = 512,
+) -> float:
     """Majority vote of the k nearest (Euclidean) index points; ties go to the nearest."""
     index = index.astype(np.float32)
     sq_index = (index**2).sum(1)
@@ -123,8 +90,12 @@ def evaluate(
     eps = np.random.default_rng(seed).standard_normal((len(test_x), vae.latent_dim), np.float32)
     say("scoring the test set")
     scores = vae.score(test_x, eps=eps)
-    out: dict[str, Any] = {"dataset": dataset, "test_images": len(test_x), "seed": seed,
-                           "test_nelbo": float(scores.mean())}  # fmt: skip
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "test_images": len(test_x),
+        "seed": seed,
+        "test_nelbo": float(scores.mean()),
+    }
     if k > 1:
         say(f"importance-weighted bound, k={k}")
         out["iw_k"] = k

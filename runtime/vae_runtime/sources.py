@@ -1,6 +1,8 @@
-"""Opening a path as a stream of image batches: an image file, a folder of images, an IDX
-file (gz or raw) or a .npy array. Batches are read lazily, so a source of any length can be
-embedded or scored in bounded memory.
+"""Where images come from: :func:`as_images` turns anything the public API accepts (an
+array, a PIL image, a path, or a list of those) into the encoder's input, and
+:func:`open_images` opens a path as a stream of image batches: an image file, a folder of
+images, an IDX file (gz or raw) or a .npy array. Batches are read lazily, so a source of
+any length can be embedded or scored in bounded memory.
 
 Folders: the regular files directly inside it, in sorted name order; hidden files (".*")
 and subfolders are ignored. A file that is not a readable image fails the whole run
@@ -10,17 +12,47 @@ and subfolders are ignored. A file that is not a readable image fails the whole 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
+from vae_format.errors import DataFileError
+from vae_format.idx import iter_idx_images, looks_like_idx, read_idx_header
+
+from .arrays import array_to_images, shape_problem
 from .errors import InputError
-from .idx import iter_idx_images, looks_like_idx, read_idx_header
-from .inputs import as_images, load_image, shape_problem
+from .images import image_to_array, is_pil, load_image
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 NPY_MAGIC = b"\x93NUMPY"
+
+# What the public API accepts as images: an array, a PIL image, a path, or a list of those.
+Images: TypeAlias = "np.ndarray | PILImage.Image | str | os.PathLike[str] | Sequence[Any]"
+
+
+def as_images(images: Images, invert: bool = False) -> np.ndarray:
+    """``images`` as a C-contiguous float32 array (N, 1, 28, 28) in [0, 1].
+
+    ``invert=True`` maps v -> 1 - v, for dark ink on a light background.
+    """
+    if type(images) is np.ndarray:  # first: the hot path of encode()
+        return array_to_images(images, invert)
+    if isinstance(images, (str, os.PathLike)):
+        return open_images(images, invert=invert).read()
+    if is_pil(images):
+        return image_to_array(images, invert=invert)[None, None]
+    if isinstance(images, (list, tuple)) and images and all(_is_file_like(i) for i in images):
+        return np.concatenate([as_images(i, invert) for i in images])
+    return array_to_images(images, invert)
+
+
+def _is_file_like(obj: Any) -> bool:
+    return isinstance(obj, (str, os.PathLike)) or is_pil(obj)
 
 
 @dataclass
@@ -44,9 +76,14 @@ class ImageSource:
         """Batches of 256, so a source can be handed to ``VAE.embed_iter`` as it is."""
         return self.batches()
 
-    def read(self) -> np.ndarray:
-        """All images at once, float32 (N, 1, 28, 28)."""
-        chunks = list(self.batches(4096))
+    def read(self, limit: int | None = None) -> np.ndarray:
+        """All images at once (or the first ``limit``), float32 (N, 1, 28, 28)."""
+        chunks, have = [], 0
+        for batch in self.batches(4096 if limit is None else max(1, min(limit, 4096))):
+            chunks.append(batch if limit is None else batch[: limit - have])
+            have += len(chunks[-1])
+            if limit is not None and have >= limit:
+                break
         if not chunks:
             return np.zeros((0, 1, 28, 28), np.float32)
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
@@ -71,14 +108,24 @@ def open_images(
     if head == NPY_MAGIC:
         return _npy(path, invert)
     if looks_like_idx(path):
-        header = read_idx_header(path)
-        return ImageSource(
-            path,
-            "idx",
-            header.count,
-            lambda bs: (as_images(c, invert) for c in iter_idx_images(path, bs)),
-        )
+        return _idx(path, invert)
     return ImageSource(path, "image", 1, lambda bs: iter([load_image(path, invert)[None, None]]))
+
+
+def _idx(path: Path, invert: bool) -> ImageSource:
+    try:
+        count = read_idx_header(path).count
+    except DataFileError as exc:
+        raise InputError(str(exc)) from None
+
+    def batches(bs: int) -> Iterator[np.ndarray]:
+        try:
+            for chunk in iter_idx_images(path, bs):
+                yield array_to_images(chunk, invert)
+        except DataFileError as exc:  # the runtime's callers catch InputError
+            raise InputError(str(exc)) from None
+
+    return ImageSource(path, "idx", count, batches)
 
 
 def _npy(path: Path, invert: bool) -> ImageSource:
@@ -93,14 +140,14 @@ def _npy(path: Path, invert: bool) -> ImageSource:
     if array.shape == (28, 28):
         array = array[None]
     try:
-        as_images(array[:0])
+        array_to_images(array[:0])
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
 
     def batches(bs: int) -> Iterator[np.ndarray]:
         for start in range(0, len(array), bs):
             try:
-                yield as_images(np.asarray(array[start : start + bs]), invert)
+                yield array_to_images(np.asarray(array[start : start + bs]), invert)
             except InputError as exc:
                 raise InputError(f"{path}: images {start}..{start + bs - 1}: {exc}") from None
 

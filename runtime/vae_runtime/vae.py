@@ -1,63 +1,62 @@
-"""The :class:`VAE`: a checked model directory, two ONNX Runtime sessions and numpy around them.
+"""The :class:`VAE`: a checked model directory, its two graphs loaded by an engine, and
+numpy around them.
 
 A VAE holds no mutable state after ``__init__`` (randomness comes from the caller's seed or
-Generator), and ``InferenceSession.run`` is thread-safe, so one instance can serve any
-number of threads.
+Generator), and the engines' ``run`` is thread-safe, so one instance can serve any number
+of threads.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
+
+from vae_format.contract import GRAPH_ROLES, contract
+from vae_format.manifest import Manifest
+from vae_format.verified import read_verified
 
 from . import likelihood as lik
+from .arguments import checked_int
+from .arrays import as_latents, check_latents
+from .engines import DEFAULT_ENGINE, GraphRunner, create_engine
 from .errors import InputError
-from .grid import save_grid
-from .inputs import Images, as_images, as_latents, check_latents, count
-from .model_dir import (
-    Manifest,
-    check_session,
-    contract,
-    load_manifest,
-    read_verified,
-    resolve_model_dir,
-)
-from .providers import (
-    Providers,
-    available_providers,
-    create_session,
-    resolve_providers,
-    session_options,
-    warn_if_conflicting_install,
-)
+from .model_dir import check_graph, resolve_model_dir
+from .outputs import save_grid
 from .sampling import check_eps, clamp_logvar, make_rng, reparameterize
+from .sources import Images, as_images
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+    from .engines.ort import Providers
+
 DEFAULT_BATCH_SIZE = 256
-IMAGE_SHAPE = (1, 28, 28)
 ENCODER_OUTPUTS = ["mu", "logvar"]
 DECODER_OUTPUTS = ["x_hat"]
+# Keywords of VAE() that are options of the onnxruntime engine, with their defaults.
+ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": "all", "spinning": True}
 
 
 class VAE:
-    """A variational autoencoder served by ONNX Runtime.
+    """A variational autoencoder served by an engine (ONNX Runtime unless told otherwise).
 
     ``path``: a model directory (docs/model-format.md); None: $VAE_ONNX_MODEL, else the
     shipped default model. ``variant``: a name under the manifest's ``variants`` (e.g.
-    "int8"). ``providers``: "cpu" (default), "cuda", ORT provider names or (name, options)
-    pairs; one this onnxruntime lacks raises ProviderError unless ``fallback=True``.
-    ``threads``: ORT intra-op threads (None: ORT's default). ``optimization``: ORT graph
-    optimization level, "disable", "basic", "extended" or "all". ``batch_size``: largest
-    batch handed to ORT at once; bigger inputs run in chunks. ``spinning=False`` stops idle
-    ORT threads from busy-waiting (for processes where other heavy work shares the cores).
+    "int8"). ``backend``: the engine that runs the graphs (``vae_runtime.engines.ENGINES``).
+    ``threads``: the engine's intra-op threads (None: its default). ``batch_size``: largest
+    batch handed to the engine at once; bigger inputs run in chunks.
+
+    Options of the onnxruntime backend: ``providers``: "cpu" (default), "cuda", ORT
+    provider names or (name, options) pairs; one this onnxruntime lacks raises
+    ProviderError unless ``fallback=True``. ``optimization``: ORT graph optimization level,
+    "disable", "basic", "extended" or "all". ``spinning=False`` stops idle ORT threads from
+    busy-waiting (for processes where other heavy work shares the cores).
+    ``engine_options``: further options, by name, for the chosen backend.
     """
 
     def __init__(
@@ -65,40 +64,52 @@ class VAE:
         path: str | os.PathLike[str] | None = None,
         *,
         variant: str | None = None,
-        providers: Providers = None,
+        backend: str = DEFAULT_ENGINE,
         threads: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        providers: Providers = None,
         fallback: bool = False,
         optimization: str = "all",
-        batch_size: int = DEFAULT_BATCH_SIZE,
         spinning: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         directory = resolve_model_dir(path)
-        self._manifest: Manifest = load_manifest(directory)
+        self._manifest = Manifest.load(directory)
         self._variant = variant
-        self._batch_size = count(batch_size, "batch_size")
+        self._batch_size = checked_int(batch_size, "batch_size")
         files = self._manifest.graph_files(variant)
-        warn_if_conflicting_install()
-        self._providers_requested = resolve_providers(providers, fallback)
-        self._threads = threads
-        sessions = {}
-        for role in ("encoder", "decoder"):
-            graph_path = directory / files[role]
-            data = read_verified(self._manifest, files[role])
-            options = session_options(threads, optimization, spinning)
-            # Weights the graph shares with the checkpoint: verified bytes, given from memory.
-            external = {rel: read_verified(self._manifest, rel)
-                        for rel in self._manifest.external_files(role, variant)}  # fmt: skip
-            if external:
-                names = list(external)
-                options.add_external_initializers_from_files_in_memory(
-                    names, [external[n] for n in names], [len(external[n]) for n in names]
-                )
-            session = create_session(data, graph_path, self._providers_requested, options)
-            check_session(session, contract(role, self.latent_dim), self._manifest, graph_path)
-            sessions[role] = session
-        self._encoder: ort.InferenceSession = sessions["encoder"]
-        self._decoder: ort.InferenceSession = sessions["decoder"]
+        ort_keywords = {
+            "providers": providers,
+            "fallback": fallback,
+            "optimization": optimization,
+            "spinning": spinning,
+        }
+        # Only what was set is passed on, so another backend refuses just what it lacks.
+        options = {k: v for k, v in ort_keywords.items() if v != ORT_KEYWORDS[k]}
+        if threads is not None:
+            options["threads"] = threads
+        options.update(engine_options or {})
+        self._engine = create_engine(backend, options)
+        runners = {role: self._load(role, files[role]) for role in GRAPH_ROLES}
+        self._encoder: GraphRunner = runners["encoder"]
+        self._decoder: GraphRunner = runners["decoder"]
         self._files = {role: directory / rel for role, rel in files.items()}
+        self._row_shapes = {  # output name -> shape of one row, for chunked results
+            t.name: t.shape[1:]
+            for role in GRAPH_ROLES
+            for t in contract(role, self.latent_dim).outputs
+        }
+
+    def _load(self, role: str, rel: str) -> GraphRunner:
+        """The graph of ``role``, from verified bytes (its external data too), checked."""
+        manifest = self._manifest
+        graph = read_verified(manifest, rel)
+        shared = manifest.external_files(role, self._variant)
+        external = {f: read_verified(manifest, f) for f in shared}
+        where = manifest.directory / rel
+        runner = self._engine.load(graph, external, where)
+        check_graph(runner, contract(role, manifest.latent_dim), manifest, where)
+        return runner
 
     # ---- facts ---------------------------------------------------------------------------
 
@@ -113,7 +124,8 @@ class VAE:
 
     @property
     def info(self) -> dict[str, Any]:
-        """What is loaded and how it runs: manifest facts, files, providers in use."""
+        """What is loaded and how it runs: manifest facts, files, the engine and what each
+        graph runs on (the decoder's under ``decoder_<key>``)."""
         raw = self._manifest.raw
         facts: dict[str, Any] = {
             "name": self._manifest.name,
@@ -125,50 +137,57 @@ class VAE:
             "variant": self._variant,
             "variants": sorted(self._manifest.variants),
             "files": {role: str(path) for role, path in self._files.items()},
-            "providers": list(self._encoder.get_providers()),
-            "decoder_providers": list(self._decoder.get_providers()),
-            "providers_requested": [
-                p if isinstance(p, str) else p[0] for p in self._providers_requested
-            ],
-            "providers_available": available_providers(),
-            "threads": self._threads,
+            **self.runs_on,
+            **{f"decoder_{k}": v for k, v in self._decoder.describe().items()},
             "batch_size": self._batch_size,
-            "onnxruntime": ort.__version__,
         }
         for key in ("dataset", "training", "export", "versions", "created", "parity", "quality"):
             if key in raw:
                 facts[key] = copy.deepcopy(raw[key])
         return facts
 
+    @property
+    def runs_on(self) -> dict[str, Any]:
+        """The backend, what the encoder runs on (e.g. its providers) and the engine's
+        settings and version, as plain data."""
+        return {
+            "backend": self._engine.name,
+            **self._encoder.describe(),
+            **self._engine.describe(),
+        }
+
     def __repr__(self) -> str:
+        runner = ", ".join(f"{k}={v}" for k, v in self._encoder.describe().items())
         return (
             f"VAE({self._manifest.name!r}, latent_dim={self.latent_dim}, "
-            f"variant={self._variant!r}, providers={self._encoder.get_providers()})"
+            f"variant={self._variant!r}, backend={self._engine.name!r}, {runner})"
         )
 
     # ---- the two graphs ------------------------------------------------------------------
 
-    def _chunk(self, batch_size: int | None) -> int:
-        return self._batch_size if batch_size is None else count(batch_size, "batch_size")
+    def _batch(self, batch_size: int | None) -> int:
+        return self._batch_size if batch_size is None else checked_int(batch_size, "batch_size")
+
+    def _run(
+        self, runner: GraphRunner, names: Sequence[str], feed: str, data: np.ndarray, batch: int
+    ) -> list[np.ndarray]:
+        """``runner``'s outputs ``names`` for ``data`` fed as ``feed``, at most ``batch`` rows
+        per call."""
+        if 0 < len(data) <= batch:  # the common case, kept short: it is the per-call overhead
+            return runner.run(names, {feed: data})
+        outs = [np.empty((len(data), *self._row_shapes[n]), np.float32) for n in names]
+        for start in range(0, len(data), batch):
+            parts = runner.run(names, {feed: data[start : start + batch]})
+            for out, part in zip(outs, parts, strict=True):
+                out[start : start + batch] = part
+        return outs
 
     def encode(
         self, images: Images, *, invert: bool = False, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(mu, logvar) of the approximate posterior, float32 (N, L) each."""
         x = as_images(images, invert)
-        bs = self._batch_size if batch_size is None else count(batch_size, "batch_size")
-        if 0 < len(x) <= bs:  # the common case, kept short: it is the per-call overhead
-            mu, logvar = self._encoder.run(ENCODER_OUTPUTS, {"x": x})
-            return mu, logvar
-        if len(x) == 0:
-            empty = np.zeros((0, self.latent_dim), np.float32)
-            return empty, empty.copy()
-        mu = np.empty((len(x), self.latent_dim), np.float32)
-        logvar = np.empty_like(mu)
-        for start in range(0, len(x), bs):
-            mu[start : start + bs], logvar[start : start + bs] = self._encoder.run(
-                ENCODER_OUTPUTS, {"x": x[start : start + bs]}
-            )
+        mu, logvar = self._run(self._encoder, ENCODER_OUTPUTS, "x", x, self._batch(batch_size))
         return mu, logvar
 
     def embed(
@@ -185,7 +204,7 @@ class VAE:
         Each item may be anything :meth:`encode` accepts; items larger than ``batch_size``
         are split, so memory stays at one chunk (e.g. ``vae.embed_iter(open_images(p).batches())``).
         """
-        bs = self._chunk(batch_size)
+        bs = self._batch(batch_size)
         for item in batches:
             x = as_images(item, invert)
             for start in range(0, len(x), bs):
@@ -194,17 +213,7 @@ class VAE:
     def decode(self, z: ArrayLike, *, batch_size: int | None = None) -> np.ndarray:
         """Bernoulli means / Gaussian means of p(x|z), float32 (N, 1, 28, 28) in [0, 1]."""
         z = as_latents(z, self.latent_dim)
-        bs = self._batch_size if batch_size is None else count(batch_size, "batch_size")
-        if 0 < len(z) <= bs:
-            return self._decoder.run(DECODER_OUTPUTS, {"z": z})[0]
-        if len(z) == 0:
-            return np.zeros((0, *IMAGE_SHAPE), np.float32)
-        out = np.empty((len(z), *IMAGE_SHAPE), np.float32)
-        for start in range(0, len(z), bs):
-            out[start : start + bs] = self._decoder.run(
-                DECODER_OUTPUTS, {"z": z[start : start + bs]}
-            )[0]
-        return out
+        return self._run(self._decoder, DECODER_OUTPUTS, "z", z, self._batch(batch_size))[0]
 
     # ---- sampling ------------------------------------------------------------------------
 
@@ -230,7 +239,7 @@ class VAE:
             raise InputError(f"mu {mu.shape} and logvar {logvar.shape} differ in shape")
         shape: tuple[int, ...] = mu.shape
         if n is not None:
-            shape = (len(mu), count(n, "n"), self.latent_dim)
+            shape = (len(mu), checked_int(n, "n"), self.latent_dim)
         elif eps is not None and np.ndim(eps) == 3:
             shape = (len(mu), int(np.shape(eps)[1]), self.latent_dim)
         if eps is not None:
@@ -250,7 +259,7 @@ class VAE:
         batch_size: int | None = None,
     ) -> np.ndarray:
         """n images decoded from z ~ N(0, I), float32 (n, 1, 28, 28)."""
-        n = count(n, "n")
+        n = checked_int(n, "n")
         z = make_rng(seed, rng).standard_normal((n, self.latent_dim), dtype=np.float32)
         return self.decode(z, batch_size=batch_size)
 
@@ -274,7 +283,7 @@ class VAE:
     ) -> np.ndarray:
         """Decode ``steps`` evenly spaced points from mu(a) to mu(b), both ends included;
         a and b are one image each. Returns (steps, 1, 28, 28)."""
-        steps = count(steps, "steps", minimum=2)
+        steps = checked_int(steps, "steps", minimum=2)
         pair = []
         for name, image in (("a", a), ("b", b)):
             x = as_images(image, invert)
@@ -306,7 +315,7 @@ class VAE:
         drawn from ``default_rng(seed)`` or ``rng``, as in :meth:`sample` with n=k.
         """
         x = as_images(images, invert)
-        k = count(k, "k")
+        k = checked_int(k, "k")
         n = len(x)
         if eps is not None:
             if seed is not None or rng is not None:
@@ -320,7 +329,7 @@ class VAE:
             noise = None
             draw = make_rng(seed, rng)
         # Rows sent to the decoder per chunk stay at batch_size however large k is.
-        per_chunk = max(1, self._chunk(batch_size) // k)
+        per_chunk = max(1, self._batch(batch_size) // k)
         scores = np.empty(n, np.float64)
         for start in range(0, n, per_chunk):
             xs = x[start : start + per_chunk]

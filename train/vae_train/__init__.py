@@ -9,20 +9,23 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "vae_train needs PyTorch: pip install 'vae-onnx[train]' -c constraints.txt"
     ) from exc
 
-from vae_train.losses import negative_elbo
-from vae_train.models import (
-    ARCHS,
+from vae_train.architectures import (
+    ARCHITECTURES,
+    Architecture,
     build_decoder,
     build_encoder,
-    count_parameters,
-    reparameterize,
+    register,
 )
+from vae_train.losses import negative_elbo
+from vae_train.models import count_parameters, reparameterize
 
 __all__ = [
-    "ARCHS",
+    "ARCHITECTURES",
+    "Architecture",
     "build_decoder",
     "build_encoder",
     "count_parameters",
     "negative_elbo",
+    "register",
     "reparameterize",
 ]

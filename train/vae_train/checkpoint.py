@@ -21,8 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from vae_train import atomic
-from vae_train.models import build_decoder, build_encoder
+from vae_format import atomic
+from vae_train.architectures import ROLES, build_modules, get_architecture
 
 ENCODER_FILE = "encoder.safetensors"
 DECODER_FILE = "decoder.safetensors"
@@ -152,26 +152,18 @@ def _read_weights(path: Path, role: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
 
 
-def _describe(state: dict[str, torch.Tensor], role: str) -> tuple[str, int | None]:
-    """(arch, latent size) that a state dict holds, judged from its layer names."""
-    if role == "encoder":
-        arch = "conv" if "conv1.weight" in state else "mlp"
-        head = state.get("fc_mu.weight")
-        return arch, int(head.shape[0]) if head is not None and head.ndim == 2 else None
-    arch = "conv" if "deconv1.weight" in state else "mlp"
-    first = state.get("fc2.weight" if arch == "conv" else "fc3.weight")
-    return arch, int(first.shape[1]) if first is not None and first.ndim == 2 else None
-
-
-def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, role: str) -> None:
+def _check_keys(module: nn.Module, state: dict[str, torch.Tensor], path: Path, role: str) -> None:
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or extra:
         raise CheckpointError(
-            f"{path} does not match the {role} that {CONFIG_FILE} describes "
-            f"(missing {missing or 'none'}, unexpected {extra or 'none'})"
+            f"{path} does not match the {role} that {CONFIG_FILE} describes: config does not "
+            f"match the weights (missing {missing or 'none'}, unexpected {extra or 'none'})"
         )
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = module.state_dict()
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[key].shape):
             raise CheckpointError(
@@ -182,33 +174,27 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, ro
 
 
 def load_checkpoint(path: str | Path, which: str = "best") -> Checkpoint:
-    """Rebuild the encoder and decoder of a checkpoint, checking config against weights."""
+    """Rebuild the encoder and decoder that a checkpoint's config records (through the
+    architecture registry) and load its weights into them, strictly."""
     ckpt_dir = resolve_checkpoint(path, which)
     config = read_config(ckpt_dir)
-    arch, latent = config["arch"], config["latent_dim"]
-    enc_state = _read_weights(ckpt_dir / ENCODER_FILE, "encoder")
-    dec_state = _read_weights(ckpt_dir / DECODER_FILE, "decoder")
-    (enc_arch, enc_l), (dec_arch, dec_l) = (
-        _describe(enc_state, "encoder"),
-        _describe(dec_state, "decoder"),
-    )
-    for role, found in (("encoder", enc_arch), ("decoder", dec_arch)):
-        if found != arch:
-            raise CheckpointError(
-                f"{ckpt_dir / CONFIG_FILE} says arch {arch!r}, but {role}.safetensors "
-                f"holds {found!r} weights (config does not match the weights)"
-            )
+    try:
+        arch = get_architecture(config["arch"])
+        modules = dict(zip(ROLES, build_modules(config), strict=True))
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt_dir / CONFIG_FILE}: {exc}") from None
+    files = {"encoder": ckpt_dir / ENCODER_FILE, "decoder": ckpt_dir / DECODER_FILE}
+    states = {role: _read_weights(files[role], role) for role in ROLES}
+    for role in ROLES:
+        _check_keys(modules[role], states[role], files[role], role)
+    enc_l, dec_l = (arch.latent_size(role, states[role]) for role in ROLES)
     if enc_l is not None and dec_l is not None and enc_l != dec_l:
         raise CheckpointError(
             f"{ckpt_dir}: encoder latent size {enc_l} differs from decoder latent size {dec_l}"
         )
-    try:
-        encoder, decoder = build_encoder(arch, latent), build_decoder(arch, latent)
-    except ValueError as exc:
-        raise CheckpointError(f"{ckpt_dir / CONFIG_FILE}: {exc}") from None
-    _load_into(encoder, enc_state, ckpt_dir / ENCODER_FILE, "encoder")
-    _load_into(decoder, dec_state, ckpt_dir / DECODER_FILE, "decoder")
-    return Checkpoint(encoder.eval(), decoder.eval(), config, ckpt_dir)
+    for role in ROLES:
+        _load_into(modules[role], states[role], files[role])
+    return Checkpoint(modules["encoder"].eval(), modules["decoder"].eval(), config, ckpt_dir)
 
 
 def load_train_state(ckpt_dir: Path) -> dict[str, Any]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 
+from vae_train.architectures import arch_names
 from vae_train.checkpoint import CheckpointError
 from vae_train.datasets import DATASETS, DatasetError
-from vae_train.models import ARCHS
-from vae_train.trainer import PRECISIONS, TrainConfig, Trainer, TrainingError
+from vae_train.trainer import PRECISIONS, NonFiniteLossError, TrainConfig, TrainingError, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,36 +20,53 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vae-train",
         description="Train a VAE; writes separate encoder/decoder checkpoints to --out.",
     )
-    p.add_argument("--arch", choices=ARCHS, default=d.arch)
+    p.add_argument("--arch", choices=arch_names(), default=d.arch)
     p.add_argument("--latent-dim", type=int, default=d.latent_dim)
     p.add_argument("--dataset", choices=list(DATASETS), default=d.dataset)
     p.add_argument("--data-dir", default=d.data_dir, help="folder holding the IDX files")
-    p.add_argument("--download", action="store_true",
-                   help="fetch missing dataset files (checksums verified)")  # fmt: skip
+    p.add_argument(
+        "--download", action="store_true", help="fetch missing dataset files (checksums verified)"
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule)
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=d.likelihood)
     p.add_argument("--sigma", type=float, default=d.sigma, help="Gaussian likelihood std")
-    p.add_argument("--val-size", type=int, default=d.val_size,
-                   help="training images held out for model selection")  # fmt: skip
-    p.add_argument("--patience", type=int, default=d.patience,
-                   help="stop after this many epochs without validation improvement")  # fmt: skip
     p.add_argument(
-        "--kl-warmup", type=float, default=d.kl_warmup, metavar="EPOCHS",
+        "--val-size",
+        type=int,
+        default=d.val_size,
+        help="training images held out for model selection",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="stop after this many epochs without validation improvement",
+    )
+    p.add_argument(
+        "--kl-warmup",
+        type=float,
+        default=d.kl_warmup,
+        metavar="EPOCHS",
         help="raise the KL weight linearly from 0 to 1 over this many epochs",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--precision", choices=PRECISIONS, default=d.precision,
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
         help="bf16: bfloat16 autocast for the training forward passes (faster on CPUs with "
         "AVX-512 BF16 or AMX); weights, losses and evaluation stay float32",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--ema", type=float, default=d.ema, metavar="DECAY",
+        "--ema",
+        type=float,
+        default=d.ema,
+        metavar="DECAY",
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
         "and evaluate, select and export the averaged weights (0 = off)",
-    )  # fmt: skip
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -60,34 +78,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    argv_used = sys.argv[1:] if argv is None else argv
-    cfg = TrainConfig(
-        arch=args.arch, latent_dim=args.latent_dim, dataset=args.dataset,
-        data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_schedule=args.lr_schedule, seed=args.seed, device=args.device,
-        likelihood=args.likelihood, sigma=args.sigma, val_size=args.val_size,
-        patience=args.patience, limit_train=args.limit_train, limit_test=args.limit_test,
-        threads=args.threads, command=shlex.join(["vae-train", *argv_used]),
-        kl_warmup=args.kl_warmup, precision=args.precision, ema=args.ema,
-    )  # fmt: skip
-    try:
-        if args.download:
-            from vae_train.download import download_dataset
+def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
+    """The TrainConfig the options describe (every option named like a TrainConfig field)."""
+    names = {f.name for f in fields(TrainConfig)}
+    settings = {k: v for k, v in vars(args).items() if k in names}
+    return TrainConfig(**settings, command=shlex.join(["vae-train", *argv]))
 
-            download_dataset(args.dataset, args.data_dir)
-        trainer = Trainer(cfg, args.out, progress=False if args.no_progress else None)
-        if args.resume:
-            trainer.resume()
-            print(f"resuming {args.out} at epoch {trainer.start_epoch}", flush=True)
-        trainer.fit(log=lambda line: print(line, flush=True))
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        train(
+            config_from_args(args, argv),
+            args.out,
+            resume=args.resume,
+            download=args.download,
+            progress=False if args.no_progress else None,
+            log=lambda line: print(line, flush=True),
+        )
+    except NonFiniteLossError as exc:  # the run itself failed: not a usage error
+        print(f"vae-train: error: {exc}", file=sys.stderr)
+        return 1
     except (TrainingError, DatasetError, CheckpointError) as exc:
         print(f"vae-train: error: {exc}", file=sys.stderr)
-        return 2 if not isinstance(exc, TrainingError) or "non-finite" not in str(exc) else 1
+        return 2
     except KeyboardInterrupt:
-        print("vae-train: interrupted; the last completed epoch's checkpoint is kept",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "vae-train: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr
+        )
         return 130
     print(f"wrote {args.out}")
     return 0

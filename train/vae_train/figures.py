@@ -1,4 +1,4 @@
-"""Training-time pictures: image grids (Pillow) and the loss curves (matplotlib)."""
+"""The loss curves of a run (matplotlib); its image grids are vae_format.grid's."""
 
 from __future__ import annotations
 
@@ -6,33 +6,7 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from vae_train import atomic
-
-
-def image_grid(images: np.ndarray, nrow: int = 8, pad: int = 2) -> Image.Image:
-    """Tile (N, 1, 28, 28) or (N, 28, 28) images in [0, 1] into one grayscale picture."""
-    imgs = np.asarray(images, dtype=np.float32).reshape(len(images), 28, 28)
-    n = len(imgs)
-    ncol = max(1, min(nrow, n))
-    nrows = max(1, -(-n // ncol))
-    h = nrows * (28 + pad) + pad
-    w = ncol * (28 + pad) + pad
-    canvas = np.zeros((h, w), dtype=np.uint8)
-    pixels = np.clip(np.rint(imgs * 255.0), 0, 255).astype(np.uint8)
-    for i, img in enumerate(pixels):
-        r, c = divmod(i, ncol)
-        y, x = pad + r * (28 + pad), pad + c * (28 + pad)
-        canvas[y : y + 28, x : x + 28] = img
-    return Image.fromarray(canvas, mode="L")
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    atomic.write_bytes(path, buf.getvalue())
+from vae_format import atomic
 
 
 def save_loss_curve(metrics_path: Path, out: Path) -> None:

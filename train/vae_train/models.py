@@ -2,18 +2,15 @@
 
 Both speak images of shape (N, 1, 28, 28) with values in [0, 1]. The encoder returns
 (mu, logvar); the decoder maps z back to Bernoulli means. The reparameterization is a
-plain function so that neither module (nor its exported graph) holds randomness.
+plain function so that neither module (nor its exported graph) holds randomness. The
+registry that names and builds them is vae_train.architectures.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
-Arch = Literal["conv", "mlp"]
-ARCHS: tuple[str, ...] = ("conv", "mlp")
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 28 * 28
 
@@ -82,27 +79,6 @@ class MLPDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = torch.relu(self.fc3(z))
         return torch.sigmoid(self.fc4(h)).view(-1, *IMAGE_SHAPE)
-
-
-_ENCODERS: dict[str, type[nn.Module]] = {"conv": ConvEncoder, "mlp": MLPEncoder}
-_DECODERS: dict[str, type[nn.Module]] = {"conv": ConvDecoder, "mlp": MLPDecoder}
-
-
-def _check(arch: str, latent_dim: int) -> None:
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
-
-
-def build_encoder(arch: str, latent_dim: int = 20) -> nn.Module:
-    _check(arch, latent_dim)
-    return _ENCODERS[arch](latent_dim)
-
-
-def build_decoder(arch: str, latent_dim: int = 20) -> nn.Module:
-    _check(arch, latent_dim)
-    return _DECODERS[arch](latent_dim)
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:

@@ -22,7 +22,10 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from vae_train import atomic, figures
+from vae_format import atomic
+from vae_format.grid import make_grid, save_png
+from vae_train import figures
+from vae_train.architectures import arch_names, build_modules
 from vae_train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -32,19 +35,35 @@ from vae_train.checkpoint import (
 )
 from vae_train.datasets import Dataset, load_dataset
 from vae_train.losses import LIKELIHOODS, negative_elbo
-from vae_train.models import ARCHS, build_decoder, build_encoder, count_parameters, reparameterize
+from vae_train.models import count_parameters, reparameterize
 
 # Settings that must not change when a run is resumed.
 RESUME_KEYS = (
-    "arch", "latent_dim", "dataset", "likelihood", "sigma", "batch_size", "lr",
-    "lr_schedule", "seed", "val_size", "limit_train", "limit_test", "kl_warmup", "precision",
+    "arch",
+    "latent_dim",
+    "dataset",
+    "likelihood",
+    "sigma",
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "seed",
+    "val_size",
+    "limit_train",
+    "limit_test",
+    "kl_warmup",
+    "precision",
     "ema",
-)  # fmt: skip
+)
 PRECISIONS = ("fp32", "bf16")
 
 
 class TrainingError(RuntimeError):
     """Training cannot start or continue (bad settings, or the loss stopped being finite)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -81,8 +100,10 @@ class TrainConfig:
     command: str = ""
 
     def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise TrainingError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch not in arch_names():
+            raise TrainingError(
+                f"--arch must be one of {', '.join(arch_names())}, got {self.arch!r}"
+            )
         if self.likelihood not in LIKELIHOODS:
             raise TrainingError(f"--likelihood must be one of {LIKELIHOODS}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -154,8 +175,9 @@ def evaluate(
         x = _to_float(images[start : start + batch_size], device)
         mu, logvar = encoder(x)
         eps = torch.randn(mu.shape, generator=gen).to(device)
-        parts = negative_elbo(decoder(reparameterize(mu, logvar, eps)), x, mu, logvar,
-                              cfg.likelihood, cfg.sigma)  # fmt: skip
+        parts = negative_elbo(
+            decoder(reparameterize(mu, logvar, eps)), x, mu, logvar, cfg.likelihood, cfg.sigma
+        )
         totals += torch.stack([p.sum() for p in parts]).double().cpu()
     loss, recon, kl = (totals / len(images)).tolist()
     return {"loss": loss, "recon": recon, "kl": kl}
@@ -173,9 +195,13 @@ def _versions() -> dict[str, str]:
 
 
 def _checkpoint_config(
-    cfg: TrainConfig, data: Dataset, encoder: nn.Module, decoder: nn.Module, epoch: int,
+    cfg: TrainConfig,
+    data: Dataset,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    epoch: int,
     metrics: dict[str, float],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     settings = asdict(cfg)
     return {
         **{k: settings[k] for k in (*RESUME_KEYS, "epochs", "patience", "command")},
@@ -217,8 +243,8 @@ class Trainer:
         self.test_x = as_tensor(test_images)
         self.steps_per_epoch = -(-len(self.train_x) // cfg.batch_size)
         torch.manual_seed(cfg.seed)
-        self.encoder = build_encoder(cfg.arch, cfg.latent_dim).to(self.device)
-        self.decoder = build_decoder(cfg.arch, cfg.latent_dim).to(self.device)
+        encoder, decoder = build_modules({"arch": cfg.arch, "latent_dim": cfg.latent_dim})
+        self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
         self.ema = {n: _averaged(m, cfg.ema) for n, m in self._raw().items()} if cfg.ema else {}
@@ -308,9 +334,13 @@ class Trainer:
         gen = _epoch_generator(cfg.seed, epoch, salt=1)
         steps = self.steps_per_epoch
         totals = torch.zeros(3, dtype=torch.float64)
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=None if self.progress is None else not self.progress,
-                   unit="batch")  # fmt: skip
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            disable=None if self.progress is None else not self.progress,
+            unit="batch",
+        )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = _to_float(self.train_x[idx], dev)
@@ -337,7 +367,7 @@ class Trainer:
                     if epoch > 1
                     else "No checkpoint was written."
                 )
-                raise TrainingError(
+                raise NonFiniteLossError(
                     f"non-finite loss ({value}) at epoch {epoch}, step {step + 1} "
                     f"(global step {(epoch - 1) * steps + step + 1}); stopped. {kept}"
                 )
@@ -360,13 +390,9 @@ class Trainer:
             samples = decoder(self.fixed_z.to(self.device)).cpu().numpy()
             x = _to_float(self.test_x[:8], self.device)
             recon = decoder(encoder(x)[0]).cpu().numpy()
-        figures.save_png(
-            figures.image_grid(samples, 8), self.run_dir / f"samples/epoch-{epoch:03d}.png"
-        )
+        save_png(make_grid(samples, 8), self.run_dir / f"samples/epoch-{epoch:03d}.png")
         pair = np.concatenate([x.cpu().numpy(), recon])
-        figures.save_png(
-            figures.image_grid(pair, 8), self.run_dir / f"reconstructions/epoch-{epoch:03d}.png"
-        )
+        save_png(make_grid(pair, 8), self.run_dir / f"reconstructions/epoch-{epoch:03d}.png")
 
     def fit(self, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         cfg = self.cfg
@@ -394,8 +420,9 @@ class Trainer:
                 val = evaluate(encoder, decoder, self.val_x, cfg, self.device, eval_seed)
                 row.update({f"val_{k}": v for k, v in val.items()})
                 if cfg.ema:  # the raw weights too, so one run shows what the average buys
-                    raw = evaluate(self.encoder, self.decoder, self.val_x, cfg, self.device,
-                                   eval_seed)  # fmt: skip
+                    raw = evaluate(
+                        self.encoder, self.decoder, self.val_x, cfg, self.device, eval_seed
+                    )
                     row["val_raw_loss"] = raw["loss"]
                 improved = val["loss"] < self.best_val
                 if improved:
@@ -407,11 +434,22 @@ class Trainer:
             self.history.append(row)
             metrics = {k: v for k, v in row.items() if "seconds" not in k}
             config = _checkpoint_config(cfg, self.data, encoder, decoder, epoch, metrics)
-            state = {"optimizer": self.optimizer.state_dict(), "epoch": epoch,
-                     "best_val": self.best_val, "history": self.history,
-                     **self._ema_state()}  # fmt: skip
-            save_checkpoint(self.run_dir, encoder, decoder, config, state, epoch,
-                            best=improved or not cfg.val_size)  # fmt: skip
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch,
+                "best_val": self.best_val,
+                "history": self.history,
+                **self._ema_state(),
+            }
+            save_checkpoint(
+                self.run_dir,
+                encoder,
+                decoder,
+                config,
+                state,
+                epoch,
+                best=improved or not cfg.val_size,
+            )
             atomic.write_bytes(
                 self.run_dir / "metrics.jsonl",
                 "".join(json.dumps(r) + "\n" for r in self.history).encode(),
@@ -430,3 +468,25 @@ class Trainer:
                 break
         figures.save_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
         return self.history
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    download: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """One training run, as ``vae-train`` does it: fetch the dataset if asked, start (or
+    resume) the run in ``run_dir`` and train it to the end; returns the epoch history."""
+    if download:
+        from vae_train.download import download_dataset
+
+        download_dataset(cfg.dataset, cfg.data_dir)
+    trainer = Trainer(cfg, run_dir, progress=progress)
+    if resume:
+        trainer.resume()
+        log(f"resuming {run_dir} at epoch {trainer.start_epoch}")
+    return trainer.fit(log=log)

@@ -1,6 +1,7 @@
-"""Choosing ONNX Runtime execution providers and building sessions.
+"""The ONNX Runtime engine: execution providers, session options, sessions from verified bytes.
 
-Providers may be given as ORT names, ``(name, options)`` pairs, or the shorthands "cpu" and
+Options (``VAE(..., providers=, fallback=, threads=, optimization=, spinning=)``):
+providers may be given as ORT names, ``(name, options)`` pairs, or the shorthands "cpu" and
 "cuda" (CUDA, then CPU). A provider that this onnxruntime build lacks is refused up front
 (ORT itself would silently fall back to CPU) unless ``fallback=True``; when a session still
 ends up without a provider that was asked for, a :class:`ProviderWarning` says so.
@@ -11,13 +12,17 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
-from .errors import InputError, ModelFormatError, ProviderError, ProviderWarning
+from vae_format.contract import dtype_of_onnx_type
+
+from ..errors import InputError, ModelFormatError, ProviderError, ProviderWarning
+from .base import TensorInfo
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -37,8 +42,82 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 
+OPTIONS = ("providers", "fallback", "threads", "optimization", "spinning")
+
 ProviderSpec = str | tuple[str, dict[str, Any]]
 Providers = str | Sequence[ProviderSpec] | None
+
+
+def create(options: Mapping[str, Any]) -> OrtEngine:
+    """The engine with ``options`` (keys from OPTIONS; others are refused)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(
+            f"backend 'onnxruntime' has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(OPTIONS)}"
+        )
+    return OrtEngine(**options)
+
+
+class OrtEngine:
+    """ONNX Runtime with checked providers and session settings; one session per graph."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        providers: Providers = None,
+        fallback: bool = False,
+        threads: int | None = None,
+        optimization: str = "all",
+        spinning: bool = True,
+    ) -> None:
+        warn_if_conflicting_install()
+        self.providers = resolve_providers(providers, fallback)
+        self.threads = threads
+        self._settings = (threads, optimization, spinning)
+        session_options(*self._settings)  # refuse bad settings before any graph is read
+
+    def load(self, graph: bytes, external: Mapping[str, bytes], where: Path) -> OrtRunner:
+        options = session_options(*self._settings)
+        if external:  # weights the graph shares with the checkpoints, from memory
+            names = list(external)
+            options.add_external_initializers_from_files_in_memory(
+                names, [external[n] for n in names], [len(external[n]) for n in names]
+            )
+        return OrtRunner(create_session(graph, where, self.providers, options))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "providers_requested": [_name(p) for p in self.providers],
+            "providers_available": available_providers(),
+            "threads": self.threads,
+            "onnxruntime": ort.__version__,
+        }
+
+
+class OrtRunner:
+    """One InferenceSession; ``run`` is the session's own (thread-safe) method."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.run = session.run  # type: ignore[method-assign]  # no wrapper on the hot path
+        self.inputs = tuple(_tensor_info(arg) for arg in session.get_inputs())
+        self.outputs = tuple(_tensor_info(arg) for arg in session.get_outputs())
+        self.metadata = dict(session.get_modelmeta().custom_metadata_map)
+
+    def run(
+        self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        return self.session.run(output_names, dict(feeds))
+
+    def describe(self) -> dict[str, Any]:
+        return {"providers": list(self.session.get_providers())}
+
+
+def _tensor_info(arg: Any) -> TensorInfo:
+    shape = tuple(arg.shape) if arg.shape is not None else None
+    return TensorInfo(arg.name, shape, dtype_of_onnx_type(arg.type))
 
 
 def available_providers() -> list[str]:
@@ -82,7 +161,7 @@ def warn_if_conflicting_install() -> None:
             "the `onnxruntime` module and break each other. Keep exactly one: "
             "pip install 'vae-onnx[cpu]' or 'vae-onnx[gpu]'",
             ProviderWarning,
-            stacklevel=3,
+            stacklevel=6,
         )
 
 
@@ -125,7 +204,7 @@ def resolve_providers(providers: Providers, fallback: bool = False) -> list[Prov
             f"execution provider(s) {', '.join(missing)} not available; "
             f"falling back to {CPU} (available: {', '.join(available)})",
             ProviderWarning,
-            stacklevel=3,
+            stacklevel=6,
         )
     if not resolved or (missing and all(_name(r) != CPU for r in resolved)):
         resolved.append(CPU)
@@ -196,6 +275,6 @@ def create_session(
             f"{path.name}: asked for {', '.join(lost)} but the session runs on "
             f"{', '.join(active)} (provider failed to initialise; check CUDA/cuDNN install)",
             ProviderWarning,
-            stacklevel=3,
+            stacklevel=5,
         )
     return session

@@ -1,0 +1,49 @@
+"""vae_format: the model-directory format and the code every vae-onnx package shares.
+
+numpy and the standard library only (Pillow when a PNG is written), so training, export
+and the torch-free runtime can all import it. Its modules:
+
+- ``contract``: format name and versions, the image, the graphs' tensors, metadata_props
+- ``manifest``: :class:`Manifest`, manifest.json read with every check, and written
+- ``verified``: reading a listed file only through its size and sha256
+- ``atomic``: crash-safe writes (temporary file, fsync, rename; the umask's mode)
+- ``idx`` / ``datasets``: the IDX reader; MNIST-style files found and md5-checked
+- ``grid``: image grids (round half up, as torchvision's save_image)
+- ``errors``: :class:`VAEError` and its format and data-file subclasses
+"""
+
+from __future__ import annotations
+
+from .contract import (
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGE_SHAPE,
+    SUPPORTED_VERSIONS,
+    GraphSpec,
+    TensorSpec,
+    contract,
+    graph_metadata,
+)
+from .errors import DataFileError, ModelFormatError, VAEError
+from .manifest import FileEntry, Manifest, graph_entry, likelihood_section
+from .verified import read_verified, verify_files
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "IMAGE_SHAPE",
+    "SUPPORTED_VERSIONS",
+    "DataFileError",
+    "FileEntry",
+    "GraphSpec",
+    "Manifest",
+    "ModelFormatError",
+    "TensorSpec",
+    "VAEError",
+    "contract",
+    "graph_entry",
+    "graph_metadata",
+    "likelihood_section",
+    "read_verified",
+    "verify_files",
+]

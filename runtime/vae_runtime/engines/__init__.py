@@ -1,0 +1,31 @@
+"""The engines that can run a model's graphs, by name (see :mod:`.base` for the seam).
+
+Each engine is one module exposing ``create(options) -> Engine``, imported only when
+asked for, so an engine's library is needed only by those who use it. To add one: write
+the module and add its line to ``ENGINES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InputError
+from .base import Engine, GraphRunner, TensorInfo
+
+DEFAULT_ENGINE = "onnxruntime"
+ENGINES: dict[str, str] = {
+    "onnxruntime": "vae_runtime.engines.ort",
+}
+
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "GraphRunner", "TensorInfo", "create_engine"]
+
+
+def create_engine(name: str, options: Mapping[str, Any]) -> Engine:
+    """Engine ``name`` configured with ``options``; an unknown name is an InputError."""
+    if name not in ENGINES:
+        raise InputError(f"unknown backend {name!r}; available: {', '.join(ENGINES)}")
+    module = importlib.import_module(ENGINES[name])
+    engine: Engine = module.create(options)
+    return engine

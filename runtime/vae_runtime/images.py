@@ -1,0 +1,152 @@
+"""Image files and PIL images as float32 (28, 28) arrays in [0, 1], white ink on black.
+
+Any Pillow-readable format, size and mode: colour becomes luma, 16-bit data is scaled,
+transparency becomes background, EXIF orientation is applied, and the picture is fitted
+into 28x28 keeping its aspect ratio (docs/runtime.md). Pillow is imported only when an
+image is actually read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+SIDE = 28
+# Downscale in steps (Pillow's reduce) until within this factor of the target, then resample
+# with Lanczos: as good as a single Lanczos pass, without touching every source pixel.
+REDUCING_GAP = 3.0
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that undoes it (as in PIL.ImageOps.exif_transpose).
+EXIF_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def is_pil(obj: Any) -> bool:
+    """True for a PIL image. PIL is only imported once a caller has used it, so a PIL
+    image implies it is loaded, and nothing else needs the import."""
+    image_module = sys.modules.get("PIL.Image")
+    return image_module is not None and isinstance(obj, image_module.Image)
+
+
+def load_image(path: str | os.PathLike[str], invert: bool = False) -> np.ndarray:
+    """One image file as float32 (28, 28) in [0, 1]; any Pillow-readable format and size."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            # JPEG can decode at 1/2..1/8 scale: a huge photo never exists at full size.
+            if image.mode in ("RGB", "L", "YCbCr"):
+                image.draft("L", _draft_size(image.size))
+            return image_to_array(image, invert=invert, where=str(path))
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an image file") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{path}: refused as a possible decompression bomb ({exc}); "
+            "Pillow's Image.MAX_IMAGE_PIXELS limit applies"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file (Pillow cannot identify it)") from None
+    except Exception as exc:  # any decoder failure on untrusted bytes is a bad input file
+        raise InputError(f"{path}: cannot decode image ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _fit(size: tuple[int, int]) -> tuple[int, int]:
+    """The largest size within 28x28 with the image's aspect ratio."""
+    w, h = size
+    scale = SIDE / max(w, h)
+    return max(1, min(SIDE, round(w * scale))), max(1, min(SIDE, round(h * scale)))
+
+
+def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
+    tw, th = _fit(size)
+    return (max(1, int(tw * REDUCING_GAP)), max(1, int(th * REDUCING_GAP)))
+
+
+def image_to_array(image: PILImage.Image, invert: bool = False, where: str = "image") -> np.ndarray:
+    """A PIL image as float32 (28, 28) in [0, 1], white ink on black.
+
+    Colour becomes luma (ITU-R 601-2); 16-bit data is scaled by 1/65535; transparent pixels
+    become background (alpha composited over black, or over white when ``invert``, so that
+    they end up black either way). The image keeps its aspect ratio: it is resized to fit
+    28x28 with Lanczos and centred, padding with background.
+    """
+    from PIL import Image
+
+    try:
+        image.load()
+        # Read now, applied after resizing: rotating the 28x28 result is cheaper.
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception as exc:
+        raise InputError(f"{where}: cannot decode image ({_reason(exc)})") from None
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"{where}: image has no pixels ({image.width}x{image.height})")
+    mode = image.mode
+    scale = 255.0
+    if mode == "F":
+        raise InputError(
+            f"{where}: 32-bit float images (mode F) are not accepted; save as 8 or 16 bit"
+        )
+    if mode in SIXTEEN_BIT_MODES:
+        image, scale = image.convert("F"), 65535.0
+    elif mode in ALPHA_MODES or "transparency" in image.info:
+        image = image.convert("RGBA" if mode in ("P", "PA", "RGB", "RGBA", "RGBa") else "LA")
+    elif mode != "L":
+        try:
+            image = image.convert("L")
+        except ValueError:
+            try:
+                image = image.convert("RGB").convert("L")
+            except ValueError:
+                raise InputError(f"{where}: unsupported image mode {mode}") from None
+
+    target = _fit(image.size)
+    if target != image.size:
+        gap = REDUCING_GAP if target[0] < image.width else None
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=gap)
+
+    if orientation in EXIF_TRANSPOSE:
+        image = image.transpose(Image.Transpose[EXIF_TRANSPOSE[orientation]])
+
+    if image.mode in ("RGBA", "LA"):
+        gray = np.asarray(image.convert("LA"), dtype=np.float32)
+        alpha = gray[..., 1] / 255.0
+        background = 255.0 if invert else 0.0
+        pixels = gray[..., 0] * alpha + background * (1.0 - alpha)
+    else:
+        pixels = np.asarray(image, dtype=np.float32)
+    pixels = np.clip(pixels / np.float32(scale), 0.0, 1.0, dtype=np.float32)
+    if invert:
+        pixels = 1.0 - pixels
+    out = np.zeros((SIDE, SIDE), np.float32)
+    top, left = (SIDE - pixels.shape[0]) // 2, (SIDE - pixels.shape[1]) // 2
+    out[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+    return out

@@ -1,0 +1,50 @@
+"""What the runtime writes: PNG grids of images and .npy files, each atomically (a failed
+run leaves no partial file and keeps an old one)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vae_format import grid
+from vae_format.atomic import save_npy
+
+from .arguments import checked_int
+from .errors import InputError
+from .sources import Images, as_images
+
+__all__ = ["make_grid", "reconstruction_rows", "save_grid", "save_npy"]
+
+
+def make_grid(images: Images, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """A uint8 (H, W) grid of the images (any form :func:`as_images` accepts), laid out and
+    rounded as :mod:`vae_format.grid` says."""
+    x = as_images(images)
+    nrow = checked_int(nrow, "nrow")
+    pad = checked_int(pad, "pad", minimum=0)
+    if len(x) == 0:
+        raise InputError("no images to put in a grid")
+    return grid.make_grid(x, nrow, pad)
+
+
+def save_grid(images: Images, path: str | os.PathLike[str], nrow: int = 8, pad: int = 2) -> Path:
+    """Write the images as one grayscale PNG grid, atomically; returns the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{path}: grids are written as PNG; give a .png file name")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    return grid.save_png(make_grid(images, nrow, pad), path)
+
+
+def reconstruction_rows(
+    originals: np.ndarray, reconstructions: np.ndarray, nrow: int
+) -> np.ndarray:
+    """Each row of ``nrow`` originals followed by the row of their reconstructions, ready
+    for :func:`save_grid` with the same ``nrow``."""
+    rows = []
+    for start in range(0, len(originals), nrow):
+        rows += [originals[start : start + nrow], reconstructions[start : start + nrow]]
+    return np.concatenate(rows)

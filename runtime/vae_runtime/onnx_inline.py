@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from .errors import ModelFormatError
 
-_MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5
+_MODEL_GRAPH, _MODEL_METADATA, _GRAPH_INITIALIZER = 7, 14, 5
 # TensorProto fields
 _DIMS, _DATA_TYPE, _RAW_DATA, _EXTERNAL_DATA, _DATA_LOCATION = 1, 2, 9, 13, 14
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
@@ -158,3 +158,16 @@ def inline_external_data(model: bytes, files: Mapping[str, bytes], where: str) -
             "refused (the engine would open a file the manifest did not verify)"
         )
     return inlined
+
+
+def metadata_props(model: bytes, where: str) -> dict[str, str]:
+    """ModelProto.metadata_props (key -> value), for engines that do not report them."""
+    props = {}
+    try:
+        for number, wire, value, _ in _fields(model):
+            if number == _MODEL_METADATA and wire == 2:
+                entry = {k: bytes(v) for k, _, v, _ in _fields(bytes(value))}  # type: ignore[arg-type]
+                props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{where}: not a readable ONNX model ({exc})") from None
+    return props

@@ -24,7 +24,7 @@ from vae_runtime.evaluate import load_split
 from vae_runtime.model_dir import load_manifest, read_verified
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
-from vae_runtime.engines import openvino as ov_engine  # noqa: E402
+from vae_runtime.engines import openvino as ov_engine
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))

@@ -74,8 +74,10 @@ class OpenVINOEngine:
             raise InputError(f"threads must be an integer >= 0 (0 = all cores), got {threads!r}")
         if precision is not None and precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if isinstance(static_batches, bool) or not isinstance(static_batches, int) or (
-            static_batches < 0
+        if (
+            isinstance(static_batches, bool)
+            or not isinstance(static_batches, int)
+            or (static_batches < 0)
         ):
             raise InputError(f"static_batches must be an integer >= 0, got {static_batches!r}")
         self._core = ov.Core()

@@ -42,7 +42,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -76,8 +76,8 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int, bytes]]:
         yield number, wire, value, buf[start:pos]
 
 
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _encode_varint(number << 3 | 2) + _encode_varint(len(payload)) + payload
+def len_field(number: int, payload: bytes) -> bytes:
+    return encode_varint(number << 3 | 2) + encode_varint(len(payload)) + payload
 
 
 def _dims(value: bytes | int, wire: int) -> list[int]:
@@ -126,14 +126,14 @@ def _inline_tensor(tensor: bytes, files: Mapping[str, bytes]) -> bytes:
             f"initializer {name!r}: external data (offset {offset}, length {length}) does not "
             f"hold its {dims} elements of type {dtype} inside {location!r}"
         )
-    return b"".join(kept) + _len_field(_RAW_DATA, data[offset : offset + want])
+    return b"".join(kept) + len_field(_RAW_DATA, data[offset : offset + want])
 
 
 def _rewrite(message: bytes, number: int, change: Callable[[bytes], bytes]) -> bytes:
     """``message`` with each length-delimited field ``number`` replaced by change(value)."""
     out = []
     for field, wire, value, raw in _fields(message):
-        out.append(_len_field(field, change(value)) if field == number and wire == 2 else raw)
+        out.append(len_field(field, change(value)) if field == number and wire == 2 else raw)
     return b"".join(out)
 
 

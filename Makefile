@@ -1,6 +1,6 @@
 # Two entry points for a new user (see README):
 #   make demo  - installs the runtime alone (no torch) and runs it on the shipped model
-#   make test  - installs everything (torch pinned to the CPU build) and runs lint + tests
+#   make test  - installs everything (torch pinned to the CPU build, OpenVINO) and runs lint + tests
 PYTHON ?= python3
 PIP_FLAGS ?= -q --disable-pip-version-check
 RUN_VENV := .venv-run
@@ -20,7 +20,7 @@ $(RUN_VENV)/.installed: pyproject.toml constraints.txt runtime artifacts/mnist-c
 
 $(DEV_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(DEV_VENV)
-	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[train,dev]'
+	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[train,dev,openvino]'
 	touch $@
 
 demo: $(RUN_VENV)/.installed

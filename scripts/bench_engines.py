@@ -30,7 +30,7 @@ def _ort(graph: Path, external: dict[str, bytes], threads: int, level: str = "al
          spinning: bool = False) -> Any:  # fmt: skip
     import onnxruntime as ort
 
-    from vae_runtime.providers import session_options
+    from vae_runtime.engines.ort import session_options
 
     opts = session_options(threads, level, spinning)
     if external:
@@ -63,9 +63,9 @@ def _ov_compile(model: Any, precision: str, threads: int, batch: int | None = No
 def contenders(model_dir: Path, names: list[str], threads: int, batches: list[int],
                int8_dir: Path | None, level: str) -> dict[str, dict[str, Callable]]:  # fmt: skip
     """name -> role -> make(batch) -> a no-argument call running that batch."""
-    from vae_runtime.model_dir import load_manifest, read_verified
+    from vae_format import Manifest, read_verified
 
-    m = load_manifest(model_dir)
+    m = Manifest.load(model_dir)
     ext = {r: {f: read_verified(m, f) for f in m.external_files(r)} for r in ("encoder", "decoder")}
     fp32 = {r: model_dir / m.graphs[r] for r in ext}
     int8 = {r: model_dir / f"{r}.int8.onnx" for r in ext}

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vae_format import Manifest, read_verified
 from vae_runtime import ModelFormatError
-from vae_runtime.model_dir import load_manifest, read_verified
 from vae_runtime.onnx_inline import inline_external_data, metadata_props
 
 onnx = pytest.importorskip("onnx")
@@ -21,7 +21,7 @@ SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
 
 
 def _verified(model_dir: Path, role: str) -> tuple[bytes, dict[str, bytes]]:
-    m = load_manifest(model_dir)
+    m = Manifest.load(model_dir)
     external = {f: read_verified(m, f) for f in m.external_files(role)}
     return read_verified(m, m.graphs[role]), external
 
@@ -32,7 +32,7 @@ def test_inlined_graph_holds_what_onnx_loads(model_dir: Path, role: str) -> None
     graph, external = _verified(model_dir, role)
     inlined = onnx.load_from_string(inline_external_data(graph, external, role))
     onnx.checker.check_model(inlined)
-    reference = onnx.load(str(model_dir / load_manifest(model_dir).graphs[role]))
+    reference = onnx.load(str(model_dir / Manifest.load(model_dir).graphs[role]))
     assert [t.name for t in inlined.graph.initializer] == [
         t.name for t in reference.graph.initializer
     ]

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vae_runtime import InputError, ModelFormatError
+from vae_format import Manifest, read_verified
+from vae_runtime import VAE, InputError, ModelFormatError
 from vae_runtime.engine_parity import (
     BF16_MAX_NELBO_CHANGE,
     F32_MAX_ABS,
@@ -21,7 +22,6 @@ from vae_runtime.engine_parity import (
     reference_runners,
 )
 from vae_runtime.evaluate import load_split
-from vae_runtime.model_dir import load_manifest, read_verified
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
 from vae_runtime.engines import openvino as ov_engine
@@ -46,10 +46,10 @@ def test_images(data_dir: Path):
 @pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
 def test_shipped_model_parity(model_dir: Path, precision: str, test_images) -> None:
-    manifest = load_manifest(model_dir)
+    manifest = Manifest.load(model_dir)
     engine = ov_engine.create({"threads": 1, "precision": precision})
     x = test_images(manifest.raw["dataset"]["name"])
-    found = parity(load_runners(engine, manifest), reference_runners(model_dir), manifest, x)
+    found = parity(load_runners(engine, manifest), reference_runners(manifest), manifest, x)
     if precision == "f32":
         assert max(found["max_abs"].values()) <= F32_MAX_ABS, found
     assert found["nelbo_change"] <= BF16_MAX_NELBO_CHANGE, found
@@ -58,12 +58,10 @@ def test_shipped_model_parity(model_dir: Path, precision: str, test_images) -> N
 
 @pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_int8_variant_runs_in_int8_close_to_onnxruntime(model_dir: Path) -> None:
-    manifest = load_manifest(model_dir)
+    manifest = Manifest.load(model_dir)
     engine = ov_engine.create({"threads": 1, "precision": "f32"})
     runners = load_runners(engine, manifest, "int8")
     z = np.random.default_rng(0).standard_normal((64, manifest.latent_dim)).astype(np.float32)
-    from vae_runtime import VAE
-
     want = VAE(model_dir, variant="int8", threads=1).decode(z)
     (got,) = runners["decoder"].run(["x_hat"], {"z": z})
     # Two int8 engines round differently; both stay near the float decoder's output.
@@ -72,7 +70,7 @@ def test_int8_variant_runs_in_int8_close_to_onnxruntime(model_dir: Path) -> None
 
 
 def test_static_shapes_match_the_dynamic_graph() -> None:
-    manifest = load_manifest(SHIPPED[0])
+    manifest = Manifest.load(SHIPPED[0])
     x = np.random.default_rng(0).random((1100, 1, 28, 28), dtype=np.float32)
     dynamic = load_runners(ov_engine.create({"static_batches": 0, "precision": "f32"}),
                            manifest)["encoder"]  # fmt: skip
@@ -86,7 +84,7 @@ def test_static_shapes_match_the_dynamic_graph() -> None:
 
 
 def test_runner_is_thread_safe() -> None:
-    manifest = load_manifest(SHIPPED[0])
+    manifest = Manifest.load(SHIPPED[0])
     runner = load_runners(ov_engine.create({"threads": 1}), manifest)["decoder"]
     zs = [np.random.default_rng(i).standard_normal((16, manifest.latent_dim)).astype(np.float32)
           for i in range(4)]  # fmt: skip
@@ -111,7 +109,7 @@ def test_describe_says_what_was_chosen() -> None:
     assert facts["precision"] == ov_engine.machine_precision(engine._core)
     assert facts["precision_chosen_by"] == "machine"
     assert ov_engine.create({"precision": "f32"}).describe()["precision_chosen_by"] == "argument"
-    runner = load_runners(ov_engine.create({"precision": "f32"}), load_manifest(SHIPPED[0]))
+    runner = load_runners(ov_engine.create({"precision": "f32"}), Manifest.load(SHIPPED[0]))
     assert set(runner["encoder"].describe()["execution_precision"]) == {"f32"}
     assert [t.name for t in runner["encoder"].outputs] == ["mu", "logvar"]
     assert runner["encoder"].metadata["vae_onnx.role"] == "encoder"
@@ -132,7 +130,7 @@ def test_never_opens_the_files_a_graph_names(tmp_path: Path, monkeypatch) -> Non
     engine inlines the verified bytes, so a planted file there changes nothing, and without
     the verified bytes the graph is refused."""
     model = Path(shutil.copytree(SHIPPED[0], tmp_path / "model"))
-    manifest = load_manifest(model)
+    manifest = Manifest.load(model)
     rel = manifest.graphs["encoder"]
     (ext,) = manifest.external_files("encoder")
     planted = tmp_path / "cwd" / ext
@@ -142,7 +140,20 @@ def test_never_opens_the_files_a_graph_names(tmp_path: Path, monkeypatch) -> Non
     engine = ov_engine.create({"precision": "f32"})
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     runner = engine.load(read_verified(manifest, rel), {ext: read_verified(manifest, ext)}, model)
-    want = reference_runners(model)["encoder"].run(["mu"], {"x": x})[0]
+    want = reference_runners(manifest)["encoder"].run(["mu"], {"x": x})[0]
     np.testing.assert_allclose(runner.run(["mu"], {"x": x})[0], want, atol=F32_MAX_ABS)
     with pytest.raises(ModelFormatError, match="not one of the verified files"):
         engine.load(read_verified(manifest, rel), {}, model / rel)
+
+
+def test_vae_backend_openvino_end_to_end(data_dir: Path) -> None:
+    """Through the seam: VAE(backend="openvino") loads, checks and runs like the default."""
+    vae = VAE(SHIPPED[0], backend="openvino", threads=1, engine_options={"precision": "f32"})
+    ref = VAE(SHIPPED[0], threads=1)
+    x = np.random.default_rng(0).random((300, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(vae.embed(x, batch_size=128), ref.embed(x), atol=F32_MAX_ABS)
+    np.testing.assert_allclose(vae.score(x, seed=0), ref.score(x, seed=0), rtol=1e-4)
+    facts = vae.info
+    assert facts["backend"] == "openvino" and facts["precision"] == "f32"
+    with pytest.raises(InputError, match="no option providers"):
+        VAE(SHIPPED[0], backend="openvino", providers="cuda")

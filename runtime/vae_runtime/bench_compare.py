@@ -27,9 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from vae_format import Manifest
+
 from . import gemm_peak
-from .engine_parity import OrtReference, load_runners, parity
-from .model_dir import Manifest, load_manifest, resolve_model_dir
+from .engine_parity import load_runners, parity
+from .engines import ENGINES, create_engine
+from .model_dir import resolve_model_dir
 
 CPU_VARIANTS_SKIPPED = ("fp16",)  # made for CUDA: on a CPU it only measures a fallback
 
@@ -49,22 +52,20 @@ def contenders(manifest: Manifest) -> list[Contender]:
     variants = [v for v in sorted(manifest.variants) if v not in CPU_VARIANTS_SKIPPED]
     found = [Contender("onnxruntime", None, "f32")]
     found += [Contender("onnxruntime", v, "graph") for v in variants]
-    if importlib.util.find_spec("openvino") is not None:
-        from .engines import openvino as ov_engine
-
-        best = ov_engine.machine_precision(ov_engine.create({})._core)
+    if "openvino" in ENGINES and importlib.util.find_spec("openvino") is not None:
+        best = create_engine("openvino", {}).precision
         found += [Contender("openvino", None, p) for p in dict.fromkeys(("f32", best))]
         found += [Contender("openvino", v, "graph") for v in variants if v == "int8"]
     return found
 
 
 def _engine(c: Contender, threads: int) -> Any:
+    options: dict[str, Any] = {"threads": threads}
     if c.backend == "onnxruntime":
-        return OrtReference(threads)
-    from .engines import openvino as ov_engine
-
-    precision = c.precision if c.precision in ov_engine.PRECISIONS else "f32"
-    return ov_engine.create({"threads": threads, "precision": precision})
+        options["spinning"] = False  # contenders alternate: no thread may spin into the next
+    elif c.precision != "graph":
+        options["precision"] = c.precision
+    return create_engine(c.backend, options)
 
 
 def _median_rates(fn: Callable[[], Any], batch: int, budget_s: float) -> tuple[float, float]:
@@ -79,7 +80,7 @@ def _median_rates(fn: Callable[[], Any], batch: int, budget_s: float) -> tuple[f
 def compare(model: str | Path | None, threads: int = 1, batch_sizes: Sequence[int] = (1, 256),
             rounds: int = 5, budget_s: float = 0.25, test_images: np.ndarray | None = None,
             ) -> dict[str, Any]:  # fmt: skip
-    manifest = load_manifest(resolve_model_dir(model))
+    manifest = Manifest.load(resolve_model_dir(model))
     found = contenders(manifest)
     runners = {c: load_runners(_engine(c, threads), manifest, c.variant) for c in found}
     flops = {r: manifest.raw["graphs"][r].get("flops_per_image") for r in ("encoder", "decoder")}
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.data_dir:
         from .evaluate import load_split
 
-        manifest = load_manifest(resolve_model_dir(a.model))
+        manifest = Manifest.load(resolve_model_dir(a.model))
         x, _ = load_split(a.data_dir, manifest.raw["dataset"]["name"], "test")
         images = x[:, None].astype(np.float32) / 255
     print(format_report(compare(a.model, a.threads, a.batch, a.rounds, a.budget, images)))

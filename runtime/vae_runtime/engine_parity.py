@@ -1,28 +1,30 @@
-"""An engine's parity with the reference (ONNX Runtime, the fp32 graphs), measured like a
+"""An engine's parity with the reference (ONNX Runtime on the fp32 graphs), measured like a
 variant's: max abs of mu, logvar and x_hat, and the change in mean test negative ELBO.
 
-Budgets (docs/performance.md): a float engine at f32 must match the reference to
-F32_MAX_ABS; at bf16 it may move the test negative ELBO by at most BF16_MAX_NELBO_CHANGE
-nats per image (int8 variants keep their own 1-nat budget, set at export).
+Budgets (docs/performance.md): an engine at f32 must match the reference to F32_MAX_ABS;
+at bf16 it may move the test negative ELBO by at most BF16_MAX_NELBO_CHANGE nats per image
+(int8 variants keep their own 1-nat budget, set at export).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vae_format import Manifest, read_verified
+
 from . import likelihood as lik
-from .model_dir import Manifest, load_manifest, read_verified
+from .engines import Engine, GraphRunner, create_engine
 from .sampling import clamp_logvar, reparameterize
 
 F32_MAX_ABS = 1e-4
 BF16_MAX_NELBO_CHANGE = 0.5
 
 
-def load_runners(engine: Any, manifest: Manifest, variant: str | None = None) -> dict[str, Any]:
+def load_runners(engine: Engine, manifest: Manifest, variant: str | None = None
+                 ) -> dict[str, GraphRunner]:  # fmt: skip
     """role -> the engine's runner for the model's (variant's) verified graphs."""
     files = manifest.graph_files(variant)
     runners = {}
@@ -33,8 +35,14 @@ def load_runners(engine: Any, manifest: Manifest, variant: str | None = None) ->
     return runners
 
 
-def mean_nelbo(runners: Mapping[str, Any], x: np.ndarray, eps: np.ndarray, manifest: Manifest,
-               chunk: int = 500) -> float:  # fmt: skip
+def reference_runners(manifest: Manifest, threads: int = 1) -> dict[str, GraphRunner]:
+    """ONNX Runtime on the CPU, the fp32 graphs: what every engine is compared with."""
+    engine = create_engine("onnxruntime", {"threads": threads, "spinning": False})
+    return load_runners(engine, manifest)
+
+
+def mean_nelbo(runners: Mapping[str, GraphRunner], x: np.ndarray, eps: np.ndarray,
+               manifest: Manifest, chunk: int = 500) -> float:  # fmt: skip
     """Mean negative ELBO (k=1, noise ``eps``) of images ``x`` through two runners."""
     total = 0.0
     for i in range(0, len(x), chunk):
@@ -47,8 +55,9 @@ def mean_nelbo(runners: Mapping[str, Any], x: np.ndarray, eps: np.ndarray, manif
     return total / len(x)
 
 
-def parity(runners: Mapping[str, Any], reference: Mapping[str, Any], manifest: Manifest,
-           x: np.ndarray, seed: int = 1, probe: int = 1000) -> dict[str, Any]:  # fmt: skip
+def parity(runners: Mapping[str, GraphRunner], reference: Mapping[str, GraphRunner],
+           manifest: Manifest, x: np.ndarray, seed: int = 1, probe: int = 1000
+           ) -> dict[str, Any]:  # fmt: skip
     """Max abs differences on ``probe`` images and N(0, I) latents, and the test negative
     ELBO of both (same noise) and its change, in nats per image."""
     rng = np.random.default_rng(seed)
@@ -68,26 +77,3 @@ def parity(runners: Mapping[str, Any], reference: Mapping[str, Any], manifest: M
         "test_nelbo": round(nelbo, 4),
         "nelbo_change": round(nelbo - base, 4),
     }  # fmt: skip
-
-
-class OrtReference:
-    """The reference engine: ONNX Runtime on the CPU, weights from memory, as VAE loads them
-    (stands in for the seam's ORT engine until issue 15 lands: same ``load``)."""
-
-    def __init__(self, threads: int | None = 1) -> None:
-        self.threads = threads
-
-    def load(self, graph: bytes, external: Mapping[str, bytes], where: Path) -> Any:
-        from .providers import CPU, create_session, session_options
-
-        options = session_options(self.threads, "all", spinning=False)
-        if external:
-            names = list(external)
-            options.add_external_initializers_from_files_in_memory(
-                names, [external[n] for n in names], [len(external[n]) for n in names]
-            )
-        return create_session(graph, where, [CPU], options)
-
-
-def reference_runners(model_dir: str | Path, threads: int | None = 1) -> dict[str, Any]:
-    return load_runners(OrtReference(threads), load_manifest(Path(model_dir)))

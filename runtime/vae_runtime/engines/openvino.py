@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +30,12 @@ import openvino as ov
 
 from ..errors import InputError, ModelFormatError
 from ..onnx_inline import inline_external_data, metadata_props
+from .base import TensorInfo
 
 NAME = "openvino"
 OPTIONS = ("threads", "precision", "static_batches")
 PRECISIONS = ("f32", "bf16")
 STATIC_MAX = 1024  # larger batches run on the dynamic compile (no faster static, measured)
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """As vae_runtime.engines.base.TensorInfo (the seam of issue 15)."""
-
-    name: str
-    shape: tuple[int | str | None, ...] | None
-    dtype: str
 
 
 def create(options: Mapping[str, Any]) -> OpenVINOEngine:
@@ -107,7 +98,6 @@ class OpenVINOEngine:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "backend": NAME,
             "openvino": ov.get_version(),
             "device": self._core.get_property("CPU", "FULL_DEVICE_NAME"),
             "precision": self.precision,
@@ -174,7 +164,7 @@ class OpenVINORunner:
     def describe(self) -> dict[str, Any]:
         with self._lock:
             static = sorted(self._static)
-        return {**self._engine.describe(), "static_shapes_compiled": static,
+        return {"static_shapes_compiled": static,
                 "execution_precision": _runtime_precision(self._dynamic)}  # fmt: skip
 
 

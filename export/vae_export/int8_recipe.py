@@ -1,7 +1,7 @@
 """How a float32 graph becomes an int8 graph that ONNX Runtime runs fast (issue 16).
 
 Each choice was measured (1 thread, batch 256, CPU time per image, on an AMD EPYC with
-AVX-512 VNNI; figures in docs/performance-int8.md):
+AVX-512 VNNI; figures in docs/performance.md):
 
 * ReLU folded into the producer's output quantization: Relu is quantized as a removable
   activation, so the producer's QuantizeLinear takes the ReLU's range [0, max] and its

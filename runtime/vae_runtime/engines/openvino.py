@@ -9,7 +9,7 @@ Precision: ``precision=None`` picks bf16 where the CPU plugin offers it (AVX512_
 AMX: bf16 in OPTIMIZATION_CAPABILITIES, which is also OpenVINO's own default there) and
 f32 elsewhere; "f32" or "bf16" overrides. int8 graphs (QDQ) run in int8 whatever the
 hint. Measured on a 2-core AMD EPYC (family 1Ah, AVX512_BF16, no AMX), 1 thread, batch
-256: bf16 runs 1.6-1.8x f32 and moves the test negative ELBO by 0.002-0.005 nats on the
+256: bf16 runs 1.8-2.0x f32 and moves the test negative ELBO by 0.002-0.005 nats on the
 shipped models (budget 0.5; docs/performance.md).
 
 Batch shapes: a graph compiled for a fixed batch size ran 1.1-1.3x faster at batch 1-64

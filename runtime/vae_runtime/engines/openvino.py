@@ -147,9 +147,16 @@ class OpenVINORunner:
         return compiled
 
     def _request(self, compiled: ov.CompiledModel) -> ov.InferRequest:
+        """This thread's infer request for ``compiled``; requests of compiles that left the
+        cache are dropped, so they do not keep those compiles alive."""
+        requests: dict[int, tuple[ov.CompiledModel, ov.InferRequest]]
         requests = self._local.__dict__.setdefault("requests", {})
         key = id(compiled)
         if key not in requests or requests[key][0] is not compiled:
+            with self._lock:
+                live = {id(c) for c in self._static.values()} | {id(self._dynamic)}
+            for stale in [k for k in requests if k not in live]:
+                del requests[stale]
             requests[key] = (compiled, compiled.create_infer_request())
         return requests[key][1]
 

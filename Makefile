@@ -1,6 +1,6 @@
 # Two entry points for a new user (see README):
 #   make demo  - installs the runtime alone (no torch) and runs it on the shipped model
-#   make test  - installs everything (torch pinned to the CPU build) and runs lint + tests
+#   make test  - installs everything (torch pinned to the CPU build, OpenVINO) and runs lint + tests
 PYTHON ?= python3
 PIP_FLAGS ?= -q --disable-pip-version-check
 RUN_VENV := .venv-run
@@ -20,7 +20,7 @@ $(RUN_VENV)/.installed: pyproject.toml constraints.txt runtime artifacts/mnist-c
 
 $(DEV_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(DEV_VENV)
-	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[train,dev]'
+	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[train,dev,openvino]'
 	touch $@
 
 demo: $(RUN_VENV)/.installed
@@ -59,6 +59,7 @@ bench: $(DEV_VENV)/.installed
 	$(BIN)/vae-run bench --threads 2 --stream 100000
 	$(BIN)/vae-run bench --threads 2 --variant int8 --cold-start 0
 	$(BIN)/vae-export bench artifacts/mnist-conv-z20 --threads 2
+	$(BIN)/python -m vae_runtime.bench_compare artifacts/mnist-conv-z20 --threads 1 --batch 1 256 --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf $(RUN_VENV) $(DEV_VENV) $(DEMO_OUT) dist build .pytest_cache .ruff_cache .hypothesis

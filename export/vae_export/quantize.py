@@ -1,17 +1,16 @@
 """The int8 variant: static QDQ quantization calibrated on training images.
 
-Only Conv, ConvTranspose, Gemm and MatMul are quantized (per-channel int8 weights, uint8
-activations). The decoder's sigmoid output stays float: rounding Bernoulli means to steps
-of 1/255 costs about 3 nats per image of BCE, whereas quantizing the layers themselves
-costs a few tenths.
+How a graph is quantized (ReLU folded into its producer, one-channel Convs in float, the
+phase decoder's last layer composed, ...) is int8_recipe.py's; the decoder's sigmoid output
+always stays float: rounding Bernoulli means to steps of 1/255 costs about 3 nats per
+image of BCE, whereas quantizing the layers themselves costs a few tenths.
 
-Each graph gets the fastest of three recipes that stays within the ELBO budget and at
-least 3.5x smaller (see _choose_recipes): "int8" (layer outputs quantized too, so ORT runs
-whole int8 chains), "int8-float-last" (the final layer, which makes the decoder's logits,
-in float) and "int8-float-outputs" (int8 weights and inputs, float outputs: precise but
-no faster than fp32; a 2-D latent decoder needs it). The variant as a whole is then held
-to its own bounds (INT8_TOLERANCE) against the PyTorch checkpoint and to at most 1 nat of
-test negative ELBO against the fp32 graphs, all recorded in the manifest.
+Each graph gets the fastest recipe that stays within the ELBO budget and at least 3.5x
+smaller (see _choose_recipes): "int8", "int8-float-last" (the final layer, which makes the
+decoder's logits, in float) or "int8-float-outputs" (int8 weights and inputs, float
+outputs: precise but no faster than fp32). The variant as a whole is then held to its own
+bounds (INT8_TOLERANCE) against the PyTorch checkpoint and to at most 1 nat of test
+negative ELBO against the fp32 graphs, all recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -23,28 +22,22 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
 
-from vae_export import graphs, parity, validate, variant
+from vae_export import graphs, int8_recipe, parity, validate, variant
 from vae_export.builder import changed_model_dir
 from vae_export.data import as_float, prior_latents, split_images
 from vae_export.errors import ValidationError
+from vae_export.int8_recipe import QUANTIZED_OPS, RECIPES, last_layer
 from vae_runtime import likelihood as lik
 from vae_runtime.sampling import clamp_logvar, reparameterize
 
 VARIANT = "int8"
-QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FILES = {"encoder": "encoder.int8.onnx", "decoder": "decoder.int8.onnx"}
 INPUTS = {"encoder": "x", "decoder": "z"}
 METHOD = (
     "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration; "
-    "Conv/ConvTranspose/Gemm/MatMul only (sigmoid output kept float)"
+    "Conv/ConvTranspose/Gemm/MatMul, ReLU folded into the producer's output range, "
+    "one-channel Convs kept float (see int8_recipe.py; sigmoid output kept float)"
 )
 # Bounds for int8 against the fp32 PyTorch checkpoint: mean abs error per output, and the
 # change in mean test negative ELBO (nats per image).
@@ -52,18 +45,8 @@ INT8_TOLERANCE = {"mean_abs": 0.05}
 MAX_NELBO_CHANGE = 1.0
 MIN_SIZE_RATIO = 3.5  # each int8 graph at least this much smaller than fp32
 DECODER_MARGIN = 0.9  # the decoder is chosen against 90% of the budget; the rest is margin
-# In order of speed. "int8-float-last" keeps the final layer (the decoder's logits) in
-# float (see last_layer); "int8-float-outputs" keeps every layer's output in float (int8
-# weights and inputs).
-RECIPES: tuple[str, ...] = ("int8", "int8-float-last", "int8-float-outputs")
-
-
-class _Batches(CalibrationDataReader):
-    def __init__(self, name: str, data: np.ndarray, batch: int = 200) -> None:
-        self._it = iter([{name: data[i : i + batch]} for i in range(0, len(data), batch)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
+# The recipes (in order of speed) and how each quantizes: int8_recipe.py.
+__all__ = ["QUANTIZED_OPS", "RECIPES", "add_int8_variant", "last_layer"]
 
 
 def add_int8_variant(
@@ -104,6 +87,7 @@ def add_int8_variant(
             },
             seconds=seconds,
             recipes=recipes,
+            session=dict(int8_recipe.SESSION),
             calibration={
                 "dataset": source.dataset,
                 "split": "train",
@@ -153,38 +137,8 @@ def _speed(
     return speed
 
 
-def _recipe_options(recipe: str, src: Path) -> dict[str, Any]:
-    if recipe == "int8-float-outputs":
-        return {"extra_options": {"OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)}}
-    if recipe == "int8-float-last":
-        return {"nodes_to_exclude": last_layer(onnx.load(str(src), load_external_data=False))}
-    return {}
-
-
-def last_layer(model: onnx.ModelProto) -> list[str]:
-    """The quantizable nodes after the graph's last ReLU: the final layer, which makes the
-    decoder's logits (two Convs in the phase-form decoder, see phase.py) or the encoder's
-    heads; the last such node where the graph has no ReLU."""
-    nodes = list(model.graph.node)  # topologically sorted, as ONNX requires
-    relus = [i for i, n in enumerate(nodes) if n.op_type == "Relu"]
-    after = nodes[relus[-1] + 1 :] if relus else nodes
-    names = [n.name for n in after if n.op_type in QUANTIZED_OPS]
-    return names or [n.name for n in nodes if n.op_type in QUANTIZED_OPS][-1:]
-
-
 def _quantize(src: Path, dst: Path, name: str, data: np.ndarray, recipe: str) -> None:
-    quantize_static(
-        str(src),
-        str(dst),
-        _Batches(name, data),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(QUANTIZED_OPS),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        **_recipe_options(recipe, src),
-    )
+    int8_recipe.quantize_graph(src, dst, name, data, recipe)
 
 
 def _nelbo(enc: Any, dec: Any, x: np.ndarray, eps: np.ndarray, likelihood: dict) -> float:

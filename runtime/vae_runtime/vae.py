@@ -39,7 +39,7 @@ DEFAULT_BATCH_SIZE = 256
 ENCODER_OUTPUTS = ["mu", "logvar"]
 DECODER_OUTPUTS = ["x_hat"]
 # Keywords of VAE() that are options of the onnxruntime engine, with their defaults.
-ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": "all", "spinning": True}
+ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": "all", "spinning": False}
 
 
 class VAE:
@@ -54,8 +54,9 @@ class VAE:
     Options of the onnxruntime backend: ``providers``: "cpu" (default), "cuda", ORT
     provider names or (name, options) pairs; one this onnxruntime lacks raises
     ProviderError unless ``fallback=True``. ``optimization``: ORT graph optimization level,
-    "disable", "basic", "extended" or "all". ``spinning=False`` stops idle ORT threads from
-    busy-waiting (for processes where other heavy work shares the cores).
+    "disable", "basic", "extended" or "all". ``spinning=True`` lets idle ORT threads
+    busy-wait after each call (off by default: on a loaded machine spinning made 2-thread
+    runs 1.2-1.5x slower; see docs/performance.md).
     ``engine_options``: further options, by name, for the chosen backend.
     """
 
@@ -70,7 +71,7 @@ class VAE:
         providers: Providers = None,
         fallback: bool = False,
         optimization: str = "all",
-        spinning: bool = True,
+        spinning: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         directory = resolve_model_dir(path)

@@ -17,6 +17,7 @@ from .base import Engine, GraphRunner, TensorInfo
 DEFAULT_ENGINE = "onnxruntime"
 ENGINES: dict[str, str] = {
     "onnxruntime": "vae_runtime.engines.ort",
+    "openvino": "vae_runtime.engines.openvino",  # pip install 'vae-onnx[openvino]'
 }
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "GraphRunner", "TensorInfo", "create_engine"]
@@ -26,6 +27,13 @@ def create_engine(name: str, options: Mapping[str, Any]) -> Engine:
     """Engine ``name`` configured with ``options``; an unknown name is an InputError."""
     if name not in ENGINES:
         raise InputError(f"unknown backend {name!r}; available: {', '.join(ENGINES)}")
-    module = importlib.import_module(ENGINES[name])
+    try:
+        module = importlib.import_module(ENGINES[name])
+    except ModuleNotFoundError as exc:  # the engine's library is an extra
+        if exc.name is None or exc.name.startswith("vae_runtime"):
+            raise
+        raise InputError(
+            f"backend {name!r} needs the {exc.name!r} package: pip install 'vae-onnx[{name}]'"
+        ) from None
     engine: Engine = module.create(options)
     return engine

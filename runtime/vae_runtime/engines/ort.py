@@ -70,7 +70,7 @@ class OrtEngine:
         fallback: bool = False,
         threads: int | None = None,
         optimization: str = "all",
-        spinning: bool = True,
+        spinning: bool = False,
     ) -> None:
         warn_if_conflicting_install()
         self.providers = resolve_providers(providers, fallback)
@@ -236,12 +236,13 @@ def _expand(item: Any) -> list[ProviderSpec]:
 
 
 def session_options(
-    threads: int | None, optimization: str, spinning: bool = True
+    threads: int | None, optimization: str, spinning: bool = False
 ) -> ort.SessionOptions:
     options = ort.SessionOptions()
     if not spinning:
         # Idle ORT threads otherwise spin for a while after each run, taking the cores from
-        # whatever runs next in the process (torch, in benchmarks and export validation).
+        # whatever runs next, in the process or beside it (measured 1.2-1.5x slower runs
+        # at 2 threads on a loaded machine, docs/performance.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:

@@ -220,6 +220,26 @@ def test_calibration_round_trip_gives_identical_scores(tmp_path, data_dir, test_
         assert row["tpr"] > 0.95  # Fashion-MNIST training images against an MNIST model
 
 
+def _synthetic_stats(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"excess_nelbo": rng.gamma(4.0, 10.0, n), "pixel_entropy": rng.normal(50, 10, n)}
+
+
+def test_calibration_keeps_the_rates_its_holdout_can_measure() -> None:
+    info = {"dataset": "d", "split": "train", "images": 1, "seen_in_training": False}
+    kwargs = {"fit_info": info, "holdout_info": info}
+    fit = _synthetic_stats(4000, 0)
+    # 150 images per half: 5 expected false positives need fpr >= 1/30
+    section = ood.calibrate(fit, _synthetic_stats(300, 1), **kwargs)
+    assert [row["fpr"] for row in section["thresholds"]] == [0.05, 0.1]
+    check_ood_section(section, "synthetic")
+    with pytest.raises(InputError, match=r"40 held-out images are too few.*--no-ood"):
+        ood.calibrate(fit, _synthetic_stats(40, 2), **kwargs)
+    flat = {**fit, "pixel_entropy": np.zeros(4000)}  # a blank training set
+    with pytest.raises(InputError, match="pixel_entropy barely varies"):
+        ood.calibrate(flat, _synthetic_stats(300, 1), **kwargs)
+
+
 @pytest.mark.parametrize(
     ("model", "dataset"), [("mnist-conv-z20", "mnist"), ("fashion-mnist-conv-z20", "fashion-mnist")]
 )

@@ -1,14 +1,15 @@
 """The out-of-distribution calibration (docs/ood.md): the training images' statistics, run
 through vae_runtime (no torch), written as the manifest's ``ood`` section.
 
-Which images: the statistics' medians and IQRs come from up to FIT_IMAGES images the model
-was trained on; the thresholds and their measured false-positive rates come from the
+Which images: the statistics' percentiles come from up to FIT_IMAGES images the model was
+trained on; the thresholds and their measured false-positive rates come from the
 validation split the run held out (``vae-train --val-size``), recomputed from the run's
-seed, so no image the model saw sets a threshold. A run without a validation split falls
-back to its last HOLDOUT_IMAGES training images, and the section says they were seen in
-training. The true-positive rates use the other dataset's *training* images: the test sets
-stay for evaluation (``vae-export ood`` refreshes the ``quality`` section's OOD-score
-figures, measured on them, when the directory has been evaluated).
+seed, so no image the model saw sets a threshold. A run without a validation split (or
+with fewer than MIN_VALIDATION images in it) falls back to its last HOLDOUT_IMAGES
+training images, and the section says they were seen in training. The true-positive rates
+use the other dataset's *training* images: the test sets stay for evaluation (``vae-export
+ood`` refreshes the ``quality`` section's OOD-score figures, measured on them, when the
+directory has been evaluated).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from vae_runtime import VAE, ood
 from vae_runtime.evaluate import ood_score_figures
 
 FIT_IMAGES = 10_000
-HOLDOUT_IMAGES = 5_000  # used only when the run held out no validation split
+HOLDOUT_IMAGES = 5_000  # used only when the run held out no (or too small a) validation split
+MIN_VALIDATION = 1_000  # smaller validation splits give too few false positives to count
 REFERENCE_IMAGES = 5_000
 REFERENCE = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
@@ -68,7 +70,7 @@ def calibrate_ood(vae: VAE, settings: Mapping[str, Any], data_dir: str | Path) -
 def _samples(count: int, settings: Mapping[str, Any]) -> tuple[Any, Any, bool]:
     """(fit indices, holdout indices, whether the holdout was seen in training)."""
     val_size = int(settings.get("val_size") or 0)
-    if val_size:
+    if val_size >= MIN_VALIDATION:
         if "seed" not in settings:
             raise ExportError("the run's seed is not recorded: cannot find its validation split")
         val_idx, train_idx = validation_split(count, val_size, int(settings["seed"]))
@@ -79,7 +81,7 @@ def _samples(count: int, settings: Mapping[str, Any]) -> tuple[Any, Any, bool]:
 
 def _holdout_selection(settings: Mapping[str, Any], seen: bool) -> str:
     if seen:
-        return "the last training images, file order (no validation split was held out)"
+        return "the last training images, file order (no large enough validation split)"
     return (
         f"the validation split vae-train held out (--val-size {settings['val_size']} "
         f"--seed {settings['seed']}), file order"

@@ -42,6 +42,7 @@ DEFINITIONS = {
     "-log p(x|x_hat), nats",
     "pixel_entropy": "sum over pixels of -x ln x - (1 - x) ln(1 - x), 0 ln 0 = 0, nats",
 }
+MIN_FALSE_POSITIVES = 5
 SCORE = (
     "max over the statistics of (value - p50) / (p90 - p50) above p50, "
     "(p50 - value) / (p50 - p10) below"
@@ -154,7 +155,8 @@ def calibrate(
     ``holdout`` (in-distribution images the thresholds are honest on: ideally never seen
     in training) is split in two halves, in the order given: the threshold at each rate
     is the (1 - fpr) quantile of the first half's scores, and the rate is measured on the
-    second half. ``reference`` (images of another dataset, optional) gives the true-positive
+    second half; rates with fewer than MIN_FALSE_POSITIVES expected in a half are left out.
+    ``reference`` (images of another dataset, optional) gives the true-positive
     rate at each threshold. ``*_info``: where the images came from (recorded as given).
     """
     stats = {}
@@ -175,12 +177,19 @@ def calibrate(
         "statistics": stats,
     }
     held = score(holdout, section)
-    if len(held) < 2 * max(1, math.ceil(1 / min(fprs))):
-        raise InputError(f"ood calibration: {len(held)} held-out images are too few for fpr")
     chosen, measured = held[: len(held) // 2], held[len(held) // 2 :]
+    # A rate is calibrated only where each half expects MIN_FALSE_POSITIVES images above it.
+    rates = [fpr for fpr in sorted(fprs) if len(chosen) * fpr >= MIN_FALSE_POSITIVES]
+    if not rates:
+        need = 2 * math.ceil(MIN_FALSE_POSITIVES / max(fprs))
+        raise InputError(
+            f"ood calibration: {len(held)} held-out images are too few for any threshold "
+            f"(fpr {max(fprs):g} needs {need}); hold out more (vae-train --val-size) or "
+            "export with --no-ood"
+        )
     outside = score(reference, section) if reference is not None else None
     rows = []
-    for fpr in sorted(fprs):
+    for fpr in rates:
         t = float(np.quantile(chosen, 1.0 - fpr, method="higher"))
         row = {"fpr": fpr, "threshold": t, "measured_fpr": float(np.mean(measured > t))}
         if outside is not None:

@@ -1,5 +1,5 @@
 """``vae-export``: a training run -> a validated ONNX model directory, and the subcommands
-that re-check (verify), extend (quantize, fp16), measure (bench) or draw (figures) one.
+that re-check (verify), extend (quantize, fp16, ood), measure (bench) or draw (figures) one.
 
 As in ``vae-run``, each subcommand is an entry in SUBCOMMANDS: a function that adds its
 arguments and one that runs it and returns the exit status. The runners import the
@@ -72,6 +72,12 @@ def add_export(p: argparse.ArgumentParser) -> None:
         "OOD AUROC) and record the figures in the manifest",
     )
     p.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="skip the out-of-distribution calibration (docs/ood.md; without it, "
+        "VAE.ood_score refuses the directory until `vae-export ood` adds one)",
+    )
+    p.add_argument(
         "--self-contained",
         action="store_true",
         help="keep all weights inside the .onnx files instead of reading the shared ones "
@@ -94,11 +100,14 @@ def run_export(args: argparse.Namespace) -> int:
         command=args.command_line,
         self_contained=args.self_contained,
         evaluate_k=args.evaluate,
+        ood=not args.no_ood,
     )
     print(f"wrote {result.out_dir} in {result.seconds:.1f}s")
     for rel, entry in result.manifest["files"].items():
         print(f"  {rel:34} {entry['bytes']:>10,d} bytes  sha256 {entry['sha256'][:16]}")
     print(parity.format_table(result.parity))
+    if "ood" in result.manifest:
+        _print_ood(result.manifest["ood"])
     q = result.manifest.get("quality")
     if q:
         print(
@@ -106,6 +115,34 @@ def run_export(args: argparse.Namespace) -> int:
             f"{q['test_iw_bound']:.3f}, 5-NN {100 * q['knn_accuracy']:.2f}%, OOD AUROC "
             f"vs {q['ood_dataset']} {q['ood_auroc']:.5f}"
         )
+    return 0
+
+
+def _print_ood(section: dict[str, Any]) -> None:
+    rows = ", ".join(
+        f"{r['fpr']:g}: {r['threshold']:.3f} (held-out FPR {r['measured_fpr']:.3f}"
+        + (f", TPR {r['tpr']:.3f})" if "tpr" in r else ")")
+        for r in section["thresholds"]
+    )
+    ref = section.get("reference")
+    vs = f"; TPR on {ref['dataset']} training images" if ref else ""
+    print(f"ood calibration ({section['method']}), thresholds at FPR {rows}{vs}")
+
+
+# ---- ood ------------------------------------------------------------------------------------
+
+
+def add_ood(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", type=Path)
+    add_data_dir(p, "folder with the model's training dataset (and the other one, for TPR)")
+
+
+def run_ood(args: argparse.Namespace) -> int:
+    from vae_export.ood_calibration import add_ood_calibration
+
+    section = add_ood_calibration(args.model_dir, args.data_dir, command=args.command_line)
+    print(f"added the ood calibration to {args.model_dir}")
+    _print_ood(section)
     return 0
 
 
@@ -283,6 +320,14 @@ SUBCOMMANDS = [
         (),
         add_fp16,
         run_fp16,
+    ),
+    Subcommand(
+        "ood",
+        "calibrate the out-of-distribution score of a model directory on its training "
+        "images (export does this unless --no-ood)",
+        (),
+        add_ood,
+        run_ood,
     ),
     Subcommand(
         "bench",

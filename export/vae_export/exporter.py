@@ -20,6 +20,8 @@ from vae_export.builder import ModelDirBuilder, check_target, new_model_dir
 from vae_export.data import prior_latents, sample_test_images
 from vae_export.errors import ExportError
 from vae_export.model_source import CHECKPOINT_FILES, CHECKPOINT_SUBDIR, run_checkpoint
+from vae_export.ood_calibration import calibrate_ood
+from vae_format.ood import SECTION as OOD_SECTION
 from vae_runtime import VAE
 from vae_runtime.errors import VAEError
 from vae_runtime.evaluate import evaluate
@@ -63,6 +65,7 @@ def export_model_dir(
     command: str = "",
     self_contained: bool = False,
     evaluate_k: int = 0,
+    ood: bool = True,
 ) -> ExportResult:
     """Export the checkpoint (a run directory or a checkpoint folder) to ``out_dir``.
 
@@ -70,6 +73,7 @@ def export_model_dir(
     checkpoint files (see shared_weights); ``self_contained=True`` keeps every weight
     inline, at about twice the directory size. ``evaluate_k`` > 0 also runs the
     torch-free evaluator (IW bound with that many samples) and records its figures.
+    ``ood``: calibrate the out-of-distribution score on the training images (docs/ood.md).
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -98,6 +102,9 @@ def export_model_dir(
                 name, ckpt.config, graph_sections, opset, summary, export_info
             )
         )
+        if ood:
+            section = {**calibrate_ood(builder.load(), ckpt.config, data_dir), "command": command}
+            builder.set_section(OOD_SECTION, section)
         if evaluate_k:
             dataset = ckpt.config.get("dataset", "mnist")
             builder.set_section("quality", quality(builder.load(), dataset, data_dir, evaluate_k))

@@ -121,8 +121,9 @@ def model_table(artifacts: Path) -> str:
     """The README's model table, in markdown, from the manifests of ``artifacts``."""
     lines = [
         "| model | arch | latent | parameters (enc + dec) | size | test neg. ELBO | "
-        "IW bound (k=100) | 5-NN | OOD AUROC | int8: ELBO change, size |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "IW bound (k=100) | 5-NN | OOD AUROC: likelihood | OOD AUROC: OOD score | "
+        "int8: ELBO change, size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     dirs = sorted(p.parent for p in artifacts.glob("*/manifest.json"))
     for d in dirs:
@@ -140,6 +141,7 @@ def model_table(artifacts: Path) -> str:
             f"{q['test_iw_bound']:.2f}" if "test_iw_bound" in q else "-",
             f"{100 * q['knn_accuracy']:.2f}%" if "knn_accuracy" in q else "-",
             f"{q['ood_auroc']:.4f}" if "ood_auroc" in q else "-",
+            f"{q['ood_score_auroc']:.4f}" if "ood_score_auroc" in q else "-",
             f"{int8['quality']['change']:+.2f} nats, {min(int8['size_ratio'].values()):.1f}x "
             "smaller"
             if int8

@@ -21,6 +21,7 @@ TRAIN_KEYS = (
     "lr_schedule",
     "seed",
     "val_size",
+    "limit_train",
     "patience",
     "kl_warmup",
     "precision",

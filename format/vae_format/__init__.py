@@ -6,6 +6,7 @@ and the torch-free runtime can all import it. Its modules:
 - ``contract``: format name and versions, the image, the graphs' tensors, metadata_props
 - ``manifest``: :class:`Manifest`, manifest.json read with every check, and written
 - ``verified``: reading a listed file only through its size and sha256
+- ``ood``: the manifest's out-of-distribution calibration section and its check
 - ``atomic``: crash-safe writes (temporary file, fsync, rename; the umask's mode)
 - ``idx`` / ``datasets``: the IDX reader; MNIST-style files found and md5-checked
 - ``grid``: image grids (round half up, as torchvision's save_image)

@@ -179,3 +179,12 @@ def read_split(
     if len(images) != len(labels):
         raise DataFileError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
     return Split(images, labels, {iname: imd5, lname: lmd5})
+
+
+def validation_split(count: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation indices, training indices), both sorted, of a training set of ``count``
+    images: the split ``vae-train --val-size`` makes, the first ``val_size`` entries of a
+    ``default_rng(seed)`` permutation held out. Export recomputes it to find the images a
+    model never saw."""
+    perm = np.random.default_rng(seed).permutation(count)
+    return np.sort(perm[:val_size]), np.sort(perm[val_size:])

@@ -40,6 +40,8 @@ from .contract import (
     format_shape,
 )
 from .errors import ModelFormatError
+from .ood import SECTION as OOD_SECTION
+from .ood import check_ood_section
 
 # The keys a reader requires, in the order a written manifest lists them.
 REQUIRED_KEYS = (
@@ -149,6 +151,8 @@ class Manifest:
         files = _check_files(_require(raw, "files", dict, where), where)
         section = _require(raw, "graphs", dict, where)
         graphs, external = _check_graphs(section, files, latent_dim, where)
+        if OOD_SECTION in raw:
+            check_ood_section(raw[OOD_SECTION], where)
         return cls(
             directory=directory,
             format_version=version,

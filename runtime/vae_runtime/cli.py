@@ -219,16 +219,33 @@ def add_score(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=seed_int, default=0, help="default 0")
     p.add_argument("--out", type=Path, help=".npy file for the per-image scores (float64)")
+    p.add_argument(
+        "--ood",
+        action="store_true",
+        help="the out-of-distribution score instead (docs/ood.md; higher = more anomalous)",
+    )
+    p.add_argument(
+        "--fpr",
+        type=float,
+        help="with --ood: count images above the threshold calibrated at this "
+        "false-positive rate (default 0.05)",
+    )
 
 
 def run_score(args: argparse.Namespace) -> int:
+    if args.ood and args.k != 1:
+        raise InputError("--k is for the likelihood; --ood takes no importance samples")
+    if args.fpr is not None and not args.ood:
+        raise InputError("--fpr goes with --ood")
+    fpr = 0.05 if args.fpr is None else args.fpr
     source = open_input(args, args.input)
     vae = load_vae(args)
+    limit = vae.ood_threshold(fpr) if args.ood else None  # refused before any work
     rng = np.random.default_rng(args.seed)  # one stream across batches: batch size is moot
     parts = []
     with progress(args, source.count, "score") as bar:
         for batch in source.batches(args.batch_size):
-            parts.append(vae.score(batch, k=args.k, rng=rng))
+            parts.append(vae.ood_score(batch) if args.ood else vae.score(batch, k=args.k, rng=rng))
             bar.update(len(batch))
     report_skipped(source)
     scores = np.concatenate(parts) if parts else np.zeros(0)
@@ -236,6 +253,14 @@ def run_score(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input}: holds no images")
     if args.out is not None:
         save_npy(args.out, scores)
+    if limit is not None:
+        flagged = int((scores > limit).sum())
+        print(
+            f"out of distribution: {flagged} of {len(scores)} images (ood score above "
+            f"{limit:.3f}, the threshold at FPR {fpr:g}); median score "
+            f"{np.median(scores):.3f}"
+        )
+        return 0
     what = "negative ELBO" if args.k == 1 else f"importance-weighted bound (k={args.k})"
     print(f"mean {what}: {scores.mean():.4f} nats over {len(scores)} images")
     return 0
@@ -276,6 +301,10 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "quality": _quality_summary,
     "dataset": lambda d: str(d.get("name")),
     "export": lambda e: str(e.get("command", "")),
+    "ood": lambda o: (
+        f"{o.get('method')} v{o.get('version')}, thresholds at FPR "
+        + ", ".join(f"{r['fpr']:g}" for r in o.get("thresholds", []))
+    ),
 }
 
 
@@ -293,7 +322,8 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ood-dataset",
         choices=("mnist", "fashion-mnist"),
-        help="also report the AUROC of score() against this dataset's test set",
+        help="also report the AUROC of score() and of the OOD score against this "
+        "dataset's test set",
     )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--limit", type=positive_int, help="use only the first N test images")
@@ -333,10 +363,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     if "ood_auroc" in result:
         rows.append((f"OOD AUROC vs {result['ood_dataset']}", f"{result['ood_auroc']:.5f}"))
+        rows.append(("  of the OOD score", _ood_score_row(result)))
     for label, value in rows:
         print(f"  {label + ':':30} {value}")
     print(f"  ({result['seconds']:.1f} s)")
     return 0
+
+
+def _ood_score_row(result: dict[str, Any]) -> str:
+    if "ood_score_auroc" not in result:
+        return "not calibrated (vae-export ood adds it)"
+    return (
+        f"{result['ood_score_auroc']:.5f} (at FPR {result['ood_score_fpr_at']:g}: test "
+        f"FPR {result['ood_score_test_fpr']:.4f}, TPR {result['ood_score_test_tpr']:.4f})"
+    )
 
 
 def int_list(text: str) -> list[int]:
@@ -414,7 +454,13 @@ SUBCOMMANDS = [
         add_interpolate,
         run_interpolate,
     ),
-    Subcommand("score", "per-image negative ELBO in nats", MODEL_INPUT, add_score, run_score),
+    Subcommand(
+        "score",
+        "per-image negative ELBO in nats, or the out-of-distribution score (--ood)",
+        MODEL_INPUT,
+        add_score,
+        run_score,
+    ),
     Subcommand("info", "describe the model and the providers in use", MODEL, add_info, run_info),
     Subcommand(
         "evaluate",

@@ -21,6 +21,7 @@ from vae_format.manifest import Manifest
 from vae_format.verified import read_verified
 
 from . import likelihood as lik
+from . import ood
 from .arguments import checked_int
 from .arrays import as_latents, check_latents
 from .engines import DEFAULT_ENGINE, GraphRunner, create_engine
@@ -142,7 +143,8 @@ class VAE:
             **{f"decoder_{k}": v for k, v in self._decoder.describe().items()},
             "batch_size": self._batch_size,
         }
-        for key in ("dataset", "training", "export", "versions", "created", "parity", "quality"):
+        keys = ("dataset", "training", "export", "versions", "created", "parity", "quality", "ood")
+        for key in keys:
             if key in raw:
                 facts[key] = copy.deepcopy(raw[key])
         return facts
@@ -353,6 +355,57 @@ class VAE:
             else:
                 scores[start : start + len(xs)] = lik.importance_weighted_bound(recon, z, e, logvar)
         return scores
+
+    # ---- out-of-distribution score (docs/ood.md) -----------------------------------------
+
+    @property
+    def ood_calibration(self) -> dict[str, Any] | None:
+        """A copy of the manifest's ``ood`` section (docs/ood.md), or None without one."""
+        return self._manifest.section("ood")
+
+    def ood_statistics(
+        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """The OOD score's statistics per image, float64 (N,) each, deterministic (z = mu):
+        ``excess_nelbo`` (negative ELBO minus the likelihood's floor, nats) and
+        ``pixel_entropy`` (nats). Needs no calibration."""
+        x = as_images(images, invert)
+        mu, logvar = self.encode(x, batch_size=batch_size)
+        x_hat = self.decode(mu, batch_size=batch_size)
+        m = self._manifest
+        return ood.statistics(x, mu, logvar, x_hat, m.likelihood, m.sigma)
+
+    def ood_score(
+        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Per-image out-of-distribution score, float64 (N,); higher = more anomalous.
+
+        The larger of the two statistics' robust z-scores against the training images
+        (the manifest's ``ood`` section, written at export): the distance from the training
+        median in units of the 10th-to-50th (below) or 50th-to-90th (above) percentile
+        spread. Typical images score below 1 or 2. A model directory without the section
+        raises ModelFormatError."""
+        section = ood.section_of(self._manifest)
+        stats = self.ood_statistics(images, invert=invert, batch_size=batch_size)
+        return ood.score(stats, section)
+
+    def is_ood(
+        self,
+        images: Images,
+        *,
+        fpr: float = 0.05,
+        invert: bool = False,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Boolean (N,): ``ood_score`` above the threshold calibrated at false-positive rate
+        ``fpr`` (one of the section's rates: 0.01, 0.02, 0.05, 0.1) on held-out
+        in-distribution images."""
+        limit = self.ood_threshold(fpr)
+        return self.ood_score(images, invert=invert, batch_size=batch_size) > limit
+
+    def ood_threshold(self, fpr: float = 0.05) -> float:
+        """The ``ood_score`` above which :meth:`is_ood` flags an image at rate ``fpr``."""
+        return ood.threshold(ood.section_of(self._manifest), fpr)
 
     # ---- output --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from vae_format import atomic
+from vae_format.datasets import validation_split
 from vae_format.grid import make_grid, save_png
 from vae_train import figures
 from vae_train.architectures import arch_names, build_modules
@@ -235,11 +236,10 @@ class Trainer:
         test_images = self.data.test.images[: cfg.limit_test]
         if cfg.val_size >= len(train_images):
             raise TrainingError(f"--val-size {cfg.val_size} leaves no training images")
-        perm = np.random.default_rng(cfg.seed).permutation(len(train_images))
-        val_idx, train_idx = perm[: cfg.val_size], np.sort(perm[cfg.val_size :])
+        val_idx, train_idx = validation_split(len(train_images), cfg.val_size, cfg.seed)
         as_tensor = lambda a: torch.from_numpy(np.array(a)).unsqueeze(1)  # noqa: E731
         self.train_x = as_tensor(train_images[train_idx])
-        self.val_x = as_tensor(train_images[np.sort(val_idx)])
+        self.val_x = as_tensor(train_images[val_idx])
         self.test_x = as_tensor(test_images)
         self.steps_per_epoch = -(-len(self.train_x) // cfg.batch_size)
         torch.manual_seed(cfg.seed)

@@ -1,91 +1,116 @@
 // Figures for docs/web.md: decode images/s in Node (onnxruntime-node) and in Chromium
 // (onnxruntime-web, WASM), time to first image and the page's transferred bytes.
-//   node bench/bench.js [--model DIR] [--rounds N] [--no-browser]
-// Contenders alternate within each round; medians are printed. Not a test: nothing asserted.
+//   node bench/bench.js [--model DIR] [--seconds S] [--no-browser]
+// images/s = batch / median time of one call, as `vae-run bench` computes it; its decode rows
+// for the same model are printed too. Node's contenders alternate in short rounds. Not a
+// test: nothing is asserted.
 
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { createRandom, loadVAE } from '../src/index.js';
-import { launchBrowser, missingForBrowser, openDemo, startServer } from '../test/browser-helpers.js';
+import {
+  VAE_RUN,
+  launchBrowser,
+  missingForBrowser,
+  openDemo,
+  startServer,
+} from '../test/browser-helpers.js';
 import { ARTIFACTS } from '../test/helpers.js';
 
 const { values: opts } = parseArgs({
   options: {
     model: { type: 'string', default: path.join(ARTIFACTS, 'mnist-conv-z20') },
-    rounds: { type: 'string', default: '7' },
+    seconds: { type: 'string', default: '2' },
     'no-browser': { type: 'boolean', default: false },
   },
 });
-const ROUNDS = Number(opts.rounds);
+const MS = 1000 * Number(opts.seconds);
+const ROUNDS = 10;
 const BATCHES = [1, 64];
-const ROUND_MS = 300;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const row = (batch, label, rate) =>
+  console.log(
+    `decode  batch ${String(batch).padStart(2)}  ${label.padEnd(26)} ${Math.round(rate).toLocaleString('en').padStart(7)} images/s`,
+  );
 
-async function imagesPerSecond(vae, z, batch) {
-  let runs = 0;
+/** Appends the per-call times (ms) of `call`, run for about `ms`, to `times`. */
+async function timeCalls(call, ms, times) {
   const start = performance.now();
-  while (performance.now() - start < ROUND_MS) {
-    await vae.decode(z, batch);
-    runs++;
+  while (performance.now() - start < ms) {
+    const t = performance.now();
+    await call();
+    times.push(performance.now() - t);
   }
-  return (batch * runs * 1000) / (performance.now() - start);
 }
 
 async function benchNode() {
   const contenders = {};
   for (const threads of [1, 2]) {
+    const sessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1 };
     contenders[`node, ${threads} thread${threads > 1 ? 's' : ''}`] = await loadVAE(opts.model, {
-      ort, sessionOptions: { intraOpNumThreads: threads, interOpNumThreads: 1 },
+      ort,
+      sessionOptions,
     });
   }
+  const latentDim = Object.values(contenders)[0].latentDim;
   for (const batch of BATCHES) {
-    const z = createRandom(1).normals(batch * Object.values(contenders)[0].latentDim);
-    const rates = Object.fromEntries(Object.keys(contenders).map((k) => [k, []]));
-    for (const vae of Object.values(contenders)) for (let i = 0; i < 5; i++) await vae.decode(z, batch);
+    const z = createRandom(1).normals(batch * latentDim);
+    const times = Object.fromEntries(Object.keys(contenders).map((name) => [name, []]));
+    for (const vae of Object.values(contenders)) for (let i = 0; i < 5; i++) await vae.decode(z);
     for (let r = 0; r < ROUNDS; r++) {
-      for (const [name, vae] of Object.entries(contenders)) rates[name].push(await imagesPerSecond(vae, z, batch));
+      for (const [name, vae] of Object.entries(contenders)) {
+        await timeCalls(() => vae.decode(z, batch), MS / ROUNDS, times[name]);
+      }
     }
-    for (const [name, xs] of Object.entries(rates)) {
-      console.log(`decode  batch ${String(batch).padStart(2)}  ${name.padEnd(22)} ${Math.round(median(xs)).toLocaleString('en')} images/s`);
-    }
+    for (const [name, t] of Object.entries(times)) row(batch, name, (batch * 1000) / median(t));
   }
   for (const vae of Object.values(contenders)) await vae.release();
 }
 
-async function benchBrowser() {
-  const missing = missingForBrowser();
-  if (missing.length) {
-    console.log(`browser: skipped, missing ${missing.join(', ')}`);
-    return;
+function benchPython() {
+  for (const threads of [1, 2]) {
+    const args = ['bench', '--model', opts.model, '--threads', String(threads), '--json'];
+    args.push(
+      '--batch-sizes',
+      BATCHES.join(','),
+      '--cold-start',
+      '0',
+      '--seconds',
+      String(MS / 1000),
+    );
+    const report = JSON.parse(execFileSync(VAE_RUN, args, { encoding: 'utf8' }));
+    for (const r of report.throughput.filter((r) => r.op === 'decode')) {
+      row(r.batch, `python, ${threads} thread${threads > 1 ? 's' : ''}`, r.images_per_s);
+    }
   }
+}
+
+async function benchBrowser() {
   const server = await startServer(['--model', opts.model]);
   const browser = await launchBrowser();
   try {
     for (const threads of [1, 2]) {
-      const page0 = await browser.context.newPage(); // a cold cache for each load
-      await page0.close();
       let transferred = 0;
-      let raw = 0;
-      const pageWatch = (page) => page.on('requestfinished', async (request) => {
-        const sizes = await request.sizes();
-        transferred += sizes.responseBodySize + sizes.responseHeadersSize;
-        raw += Number((await request.response())?.headers()['content-length'] ?? 0);
-      });
-      browser.context.on('page', pageWatch);
+      const count = (page) =>
+        page.on('requestfinished', async (request) => {
+          const sizes = await request.sizes();
+          transferred += sizes.responseBodySize + sizes.responseHeadersSize;
+        });
+      browser.context.on('page', count);
       const { page } = await openDemo(browser.context, server.url, `?threads=${threads}`);
-      browser.context.off('page', pageWatch);
+      browser.context.off('page', count);
       const timings = await page.evaluate(() => window.vaeDemo.timings);
-      const rows = await page.evaluate((rounds) => window.vaeDemo.bench({ rounds }), ROUNDS);
+      const rows = await page.evaluate((ms) => window.vaeDemo.bench({ ms }), MS);
       const label = `chromium wasm, ${threads} thread${threads > 1 ? 's' : ''}`;
-      console.log(`${label}: first image ${(timings.firstImage / 1000).toFixed(2)} s after navigation `
-        + `(main model loaded in ${(timings.mainLoad / 1000).toFixed(2)} s); `
-        + `page weight ${(transferred / 1e6).toFixed(2)} MB transferred`);
-      for (const { batch, imagesPerSecond: rate } of rows) {
-        console.log(`decode  batch ${String(batch).padStart(2)}  ${label.padEnd(22)} ${Math.round(rate).toLocaleString('en')} images/s`);
-      }
+      console.log(
+        `${label}: first image ${(timings.firstImage / 1000).toFixed(2)} s after navigation ` +
+          `(main model loaded in ${(timings.mainLoad / 1000).toFixed(2)} s); ` +
+          `${(transferred / 1e6).toFixed(2)} MB transferred`,
+      );
+      for (const { batch, imagesPerSecond } of rows) row(batch, label, imagesPerSecond);
       await page.close();
-      await browser.context.clearCookies();
     }
   } finally {
     await browser.close();
@@ -93,6 +118,11 @@ async function benchBrowser() {
   }
 }
 
-console.log(`model ${opts.model}; ${ROUNDS} rounds of ${ROUND_MS} ms, medians`);
+console.log(`model ${opts.model}; about ${opts.seconds} s per figure`);
 await benchNode();
-if (!opts['no-browser']) await benchBrowser();
+const missing = missingForBrowser();
+if (missing.length) console.log(`python and browser: skipped, missing ${missing.join(', ')}`);
+else {
+  benchPython();
+  if (!opts['no-browser']) await benchBrowser();
+}

@@ -20,7 +20,14 @@ ort.env.wasm.wasmPaths = new URL('/vendor/onnxruntime-web/', location.href).href
 ort.env.wasm.numThreads = threads;
 
 const timings = {};
-const state = { seed: Number(params.get('seed') ?? 0), planeZ: null, drawn: null, a: null, b: null, strip: null };
+const state = {
+  seed: Number(params.get('seed') ?? 0),
+  planeZ: null,
+  drawn: null,
+  a: null,
+  b: null,
+  strip: null,
+};
 const statusParts = new Map();
 function say(key, text) {
   statusParts.set(key, text);
@@ -88,12 +95,14 @@ async function loadScatter(config, explorer, plane) {
   const same = Object.entries(scatter.files).every(([rel, sha]) => files[rel]?.sha256 === sha);
   if (!same) return 'scatter skipped: it was computed for another encoder';
   plane.setScatter(scatter);
-  $('legend').replaceChildren(...COLOURS.map((c, k) => {
-    const li = document.createElement('li');
-    li.style.setProperty('--c', c);
-    li.textContent = String(k);
-    return li;
-  }));
+  $('legend').replaceChildren(
+    ...COLOURS.map((c, k) => {
+      const li = document.createElement('li');
+      li.style.setProperty('--c', c);
+      li.textContent = String(k);
+      return li;
+    }),
+  );
   return `${scatter.count} test means`;
 }
 
@@ -102,8 +111,13 @@ async function main() {
   const variant = params.get('variant');
   const [mainModel, mainMs] = await load(params.get('model') ?? config.model, variant);
   timings.mainLoad = mainMs;
-  document.querySelectorAll('[data-model=main]').forEach((el) => { el.textContent = `(${mainModel.name})`; });
-  say('backend', `onnxruntime-web ${ort.env.versions?.web ?? ''} wasm, ${threads} thread${threads > 1 ? 's' : ''}`);
+  document.querySelectorAll('[data-model=main]').forEach((el) => {
+    el.textContent = `(${mainModel.name})`;
+  });
+  say(
+    'backend',
+    `onnxruntime-web ${ort.env.versions?.web ?? ''} wasm, ${threads} thread${threads > 1 ? 's' : ''}`,
+  );
   say('main', `${mainModel.name} ${variant ?? 'fp32'} loaded in ${seconds(mainMs)}`);
   await showSamples(mainModel);
   timings.firstImage = performance.now(); // since navigation start
@@ -122,7 +136,9 @@ async function main() {
     let ms;
     [explorer, ms] = await load(explorerUrl, null);
     timings.explorerLoad = ms;
-    document.querySelectorAll('[data-model=explorer]').forEach((el) => { el.textContent = `(${explorer.name})`; });
+    document.querySelectorAll('[data-model=explorer]').forEach((el) => {
+      el.textContent = `(${explorer.name})`;
+    });
     const decodePoint = latestWins('plane', async (z) => {
       const x = await serial(() => explorer.decode(Float32Array.from(z), 1));
       paintImage($('decoded'), x);
@@ -160,7 +176,10 @@ async function main() {
     state.strip = await serial(() => mainModel.interpolate(state.a, state.b, STRIP.steps));
     paintTiles($('strip'), state.strip, STRIP.steps, { cols: STRIP.steps, gap: STRIP.gap });
   });
-  for (const [id, key] of [['set-a', 'a'], ['set-b', 'b']]) {
+  for (const [id, key] of [
+    ['set-a', 'a'],
+    ['set-b', 'b'],
+  ]) {
     $(id).addEventListener('click', () => {
       if (!state.drawn) return;
       state[key] = state.drawn.input;
@@ -170,31 +189,33 @@ async function main() {
   Object.assign(window.vaeDemo, { main: mainModel, explorer, plane });
 }
 
-/** Decode throughput of the main model: median images/s over `rounds` timed rounds. */
-async function bench({ batchSizes = [1, 64], rounds = 5, roundMs = 400 } = {}) {
+/**
+ * Decode speed of the main model: images/s = batch / median time of one call (as
+ * `vae-run bench` computes it), over about `ms` milliseconds per batch size.
+ */
+async function bench({ batchSizes = [1, 64], ms = 2000 } = {}) {
   const vae = window.vaeDemo.main;
   const rows = [];
   for (const batch of batchSizes) {
     const z = createRandom(1).normals(batch * vae.latentDim);
     for (let i = 0; i < 3; i++) await serial(() => vae.decode(z, batch));
-    const rates = [];
-    for (let r = 0; r < rounds; r++) {
-      let runs = 0;
-      const start = performance.now();
-      while (performance.now() - start < roundMs) {
-        await serial(() => vae.decode(z, batch));
-        runs++;
-      }
-      rates.push((batch * runs * 1000) / (performance.now() - start));
+    const times = [];
+    const start = performance.now();
+    while (performance.now() - start < ms) {
+      const t = performance.now();
+      await serial(() => vae.decode(z, batch));
+      times.push(performance.now() - t);
     }
-    rates.sort((p, q) => p - q);
-    rows.push({ batch, imagesPerSecond: rates[Math.floor(rates.length / 2)] });
+    times.sort((p, q) => p - q);
+    rows.push({ batch, imagesPerSecond: (batch * 1000) / times[Math.floor(times.length / 2)] });
   }
   return rows;
 }
 
 window.vaeDemo = { state, timings, geometry: { grid: GRID, strip: STRIP }, settle, bench };
-window.vaeDemo.ready = main().then(settle).catch((err) => {
-  fail(err);
-  throw err;
-});
+window.vaeDemo.ready = main()
+  .then(settle)
+  .catch((err) => {
+    fail(err);
+    throw err;
+  });

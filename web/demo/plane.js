@@ -3,8 +3,18 @@
 
 export const EXTENT = 4; // the plane shows z in [-4, 4]^2; 99% of MNIST test means lie inside
 // Tableau's ten colours, one per class.
-export const COLOURS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f',
-  '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+export const COLOURS = [
+  '#4e79a7',
+  '#f28e2b',
+  '#e15759',
+  '#76b7b2',
+  '#59a14f',
+  '#edc948',
+  '#b07aa1',
+  '#ff9da7',
+  '#9c755f',
+  '#bab0ac',
+];
 
 export class LatentPlane {
   /** @param {HTMLCanvasElement} canvas  @param {(z: [number, number]) => void} onMove */

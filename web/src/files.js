@@ -37,7 +37,9 @@ async function folderSource(dir) {
         throw new ModelFormatError(`${file}: cannot resolve (${err.message})`);
       }
       if (real !== realRoot && !real.startsWith(realRoot + path.sep)) {
-        throw new ModelFormatError(`${file}: resolves to ${real}, outside the model directory (symlink?)`);
+        throw new ModelFormatError(
+          `${file}: resolves to ${real}, outside the model directory (symlink?)`,
+        );
       }
       try {
         return new Uint8Array(await fs.readFile(real));

@@ -43,19 +43,33 @@ export interface VAE {
   /** The graph files in use, relative to the model directory. */
   readonly files: { encoder: string; decoder: string };
   /** mu and logvar of q(z|x), each n x L. `n` defaults to pixels.length / 784. */
-  encode(pixels: Float32Array | Uint8Array | ArrayLike<number>, n?: number): Promise<{ mu: Float32Array; logvar: Float32Array }>;
+  encode(
+    pixels: Float32Array | Uint8Array | ArrayLike<number>,
+    n?: number,
+  ): Promise<{ mu: Float32Array; logvar: Float32Array }>;
   /** mu alone: the deterministic embedding, n x L. */
   embed(pixels: Float32Array | Uint8Array | ArrayLike<number>, n?: number): Promise<Float32Array>;
   /** Means of p(x|z): n x 784 in [0, 1]. `n` defaults to z.length / L. */
   decode(z: Float32Array | ArrayLike<number>, n?: number): Promise<Float32Array>;
   /** z = mu + exp(0.5 * clamp(logvar, -30, 20)) * eps, n x L (synchronous). */
-  sample(mu: Float32Array | ArrayLike<number>, logvar: Float32Array | ArrayLike<number>, options?: SampleOptions): Float32Array;
+  sample(
+    mu: Float32Array | ArrayLike<number>,
+    logvar: Float32Array | ArrayLike<number>,
+    options?: SampleOptions,
+  ): Float32Array;
   /** decode(z) for n draws of z ~ N(0, I) from the seeded PRNG (no seed: fresh entropy). */
   generate(n: number, options?: { seed?: number; rng?: Random }): Promise<Float32Array>;
   /** decode(embed(pixels)). */
-  reconstruct(pixels: Float32Array | Uint8Array | ArrayLike<number>, n?: number): Promise<Float32Array>;
+  reconstruct(
+    pixels: Float32Array | Uint8Array | ArrayLike<number>,
+    n?: number,
+  ): Promise<Float32Array>;
   /** `steps` images decoded along the line from mu(a) to mu(b), ends included; a, b: 784 each. */
-  interpolate(a: Float32Array | ArrayLike<number>, b: Float32Array | ArrayLike<number>, steps?: number): Promise<Float32Array>;
+  interpolate(
+    a: Float32Array | ArrayLike<number>,
+    b: Float32Array | ArrayLike<number>,
+    steps?: number,
+  ): Promise<Float32Array>;
   /** Frees both ONNX Runtime sessions. */
   release(): Promise<void>;
 }

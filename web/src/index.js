@@ -26,15 +26,23 @@ function checkMetadata(meta, role, manifest, where) {
   };
   for (const [key, want] of Object.entries(expected)) {
     const got = meta[META_PREFIX + key];
-    if (got === undefined) throw new ModelFormatError(`${where}: metadata_props lacks ${META_PREFIX}${key}`);
+    if (got === undefined)
+      throw new ModelFormatError(`${where}: metadata_props lacks ${META_PREFIX}${key}`);
     if (got.trim() !== want) {
-      throw new ModelFormatError(`${where}: metadata_props ${META_PREFIX}${key} is ${JSON.stringify(got)}, manifest.json implies ${JSON.stringify(want)}`);
+      throw new ModelFormatError(
+        `${where}: metadata_props ${META_PREFIX}${key} is ${JSON.stringify(got)}, manifest.json implies ${JSON.stringify(want)}`,
+      );
     }
   }
-  for (const [key, want] of [['arch', manifest.arch], ['likelihood', manifest.raw.likelihood.name]]) {
+  for (const [key, want] of [
+    ['arch', manifest.arch],
+    ['likelihood', manifest.raw.likelihood.name],
+  ]) {
     const got = meta[META_PREFIX + key];
     if (got !== undefined && got !== want) {
-      throw new ModelFormatError(`${where}: metadata_props ${META_PREFIX}${key} is ${JSON.stringify(got)}, manifest says ${JSON.stringify(want)}`);
+      throw new ModelFormatError(
+        `${where}: metadata_props ${META_PREFIX}${key} is ${JSON.stringify(got)}, manifest says ${JSON.stringify(want)}`,
+      );
     }
   }
 }
@@ -45,18 +53,25 @@ function checkSession(session, spec, where) {
     ['output', session.outputNames, session.outputMetadata, spec.outputs],
   ]) {
     if ([...names].sort().join() !== Object.keys(want).sort().join()) {
-      throw new ModelFormatError(`${where}: ${side}s are ${JSON.stringify(names)}, expected ${JSON.stringify(Object.keys(want))}`);
+      throw new ModelFormatError(
+        `${where}: ${side}s are ${JSON.stringify(names)}, expected ${JSON.stringify(Object.keys(want))}`,
+      );
     }
     for (const meta of metadata ?? []) {
       const shape = want[meta.name];
       if (!meta.isTensor || meta.type !== 'float32') {
-        throw new ModelFormatError(`${where}: ${side} ${JSON.stringify(meta.name)} has type ${meta.type}, expected float32`);
+        throw new ModelFormatError(
+          `${where}: ${side} ${JSON.stringify(meta.name)} has type ${meta.type}, expected float32`,
+        );
       }
       const dims = meta.shape;
       const fixedBatch = typeof dims[0] === 'number' && dims[0] >= 0;
-      const mismatch = dims.length !== shape.length || dims.slice(1).some((d, i) => d !== shape[i + 1]);
+      const mismatch =
+        dims.length !== shape.length || dims.slice(1).some((d, i) => d !== shape[i + 1]);
       if (fixedBatch || mismatch) {
-        throw new ModelFormatError(`${where}: ${side} ${JSON.stringify(meta.name)} has shape [${dims.join(', ')}], expected [N, ${shape.slice(1).join(', ')}]`);
+        throw new ModelFormatError(
+          `${where}: ${side} ${JSON.stringify(meta.name)} has shape [${dims.join(', ')}], expected [N, ${shape.slice(1).join(', ')}]`,
+        );
       }
     }
   }
@@ -78,7 +93,9 @@ async function openGraph(ort, source, manifest, role, plan, sessionOptions) {
   const externalData = [];
   for (const location of model.locations) {
     if (!plan.external.includes(location)) {
-      throw new ModelFormatError(`${where}: reads external data from ${JSON.stringify(location)}, which manifest.json does not list under graphs.${role}.external_data`);
+      throw new ModelFormatError(
+        `${where}: reads external data from ${JSON.stringify(location)}, which manifest.json does not list under graphs.${role}.external_data`,
+      );
     }
     externalData.push({ path: location, data: await readVerified(source, manifest, location) });
   }
@@ -110,7 +127,9 @@ function asImages(pixels, n) {
   }
   const rows = checkCount(n ?? pixels.length / PIXELS, 'n (images)');
   if (pixels.length !== rows * PIXELS) {
-    throw new InputError(`pixels hold ${pixels.length} values, expected n x 784 = ${rows * PIXELS}`);
+    throw new InputError(
+      `pixels hold ${pixels.length} values, expected n x 784 = ${rows * PIXELS}`,
+    );
   }
   if (pixels instanceof Uint8Array || pixels instanceof Uint8ClampedArray) {
     const out = new Float32Array(pixels.length);
@@ -121,9 +140,11 @@ function asImages(pixels, n) {
   for (let i = 0; i < x.length; i++) {
     const v = x[i];
     if (!(v >= 0 && v <= 1)) {
-      throw new InputError(Number.isFinite(v)
-        ? `float images must lie in [0, 1], got ${v} at index ${i}; divide 0..255 data by 255`
-        : 'images contain NaN or infinite values');
+      throw new InputError(
+        Number.isFinite(v)
+          ? `float images must lie in [0, 1], got ${v} at index ${i}; divide 0..255 data by 255`
+          : 'images contain NaN or infinite values',
+      );
     }
   }
   return [x, rows];
@@ -135,11 +156,14 @@ function asLatents(values, n, latentDim, what) {
   }
   const rows = checkCount(n ?? values.length / latentDim, `n (${what})`);
   if (values.length !== rows * latentDim) {
-    throw new InputError(`${what} hold ${values.length} values, expected n x ${latentDim} = ${rows * latentDim}`);
+    throw new InputError(
+      `${what} hold ${values.length} values, expected n x ${latentDim} = ${rows * latentDim}`,
+    );
   }
   const z = values instanceof Float32Array ? values : Float32Array.from(values);
   for (let i = 0; i < z.length; i++) {
-    if (!Number.isFinite(z[i])) throw new InputError(`${what} contain NaN or infinite values (or overflow float32)`);
+    if (!Number.isFinite(z[i]))
+      throw new InputError(`${what} contain NaN or infinite values (or overflow float32)`);
   }
   return [z, rows];
 }
@@ -150,9 +174,17 @@ function asLatents(values, n, latentDim, what) {
  * @param {import('./index.d.ts').LoadOptions} options
  */
 export async function loadVAE(source, options = {}) {
-  const { ort, variant = null, sessionOptions = {}, fetch, batchSize = DEFAULT_BATCH_SIZE } = options;
+  const {
+    ort,
+    variant = null,
+    sessionOptions = {},
+    fetch,
+    batchSize = DEFAULT_BATCH_SIZE,
+  } = options;
   if (!ort?.InferenceSession || !ort?.Tensor) {
-    throw new TypeError('loadVAE: pass the onnxruntime module as {ort} (onnxruntime-web or onnxruntime-node)');
+    throw new TypeError(
+      'loadVAE: pass the onnxruntime module as {ort} (onnxruntime-web or onnxruntime-node)',
+    );
   }
   checkCount(batchSize, 'batchSize', 1);
   const files = await openSource(source, fetch);
@@ -179,11 +211,17 @@ export async function loadVAE(source, options = {}) {
 
   // Runs `session` over `rows` rows of `input` in chunks of batchSize; copies each output.
   async function run(session, name, input, rows, shape, outputs) {
-    const result = Object.fromEntries(outputs.map(([out, width]) => [out, new Float32Array(rows * width)]));
+    const result = Object.fromEntries(
+      outputs.map(([out, width]) => [out, new Float32Array(rows * width)]),
+    );
     const width = input.length / Math.max(rows, 1);
     for (let start = 0; start < rows; start += batchSize) {
       const count = Math.min(batchSize, rows - start);
-      const tensor = new ort.Tensor('float32', input.subarray(start * width, (start + count) * width), [count, ...shape]);
+      const tensor = new ort.Tensor(
+        'float32',
+        input.subarray(start * width, (start + count) * width),
+        [count, ...shape],
+      );
       const got = await session.run({ [name]: tensor });
       for (const [out, w] of outputs) {
         result[out].set(got[out].data, start * w);
@@ -202,7 +240,17 @@ export async function loadVAE(source, options = {}) {
 
     async encode(pixels, n) {
       const [x, rows] = asImages(pixels, n);
-      return run(encoder, 'x', x, rows, [1, 28, 28], [['mu', L], ['logvar', L]]);
+      return run(
+        encoder,
+        'x',
+        x,
+        rows,
+        [1, 28, 28],
+        [
+          ['mu', L],
+          ['logvar', L],
+        ],
+      );
     },
 
     async embed(pixels, n) {
@@ -219,10 +267,12 @@ export async function loadVAE(source, options = {}) {
       const [lv] = asLatents(logvar, rows, L, 'logvar');
       let noise;
       if (eps !== undefined) {
-        if (seed !== undefined || rng !== undefined) throw new InputError('pass eps or seed/rng, not both');
+        if (seed !== undefined || rng !== undefined)
+          throw new InputError('pass eps or seed/rng, not both');
         [noise] = asLatents(eps, rows, L, 'eps');
       } else {
-        if (seed !== undefined && rng !== undefined) throw new InputError('pass seed or rng, not both');
+        if (seed !== undefined && rng !== undefined)
+          throw new InputError('pass seed or rng, not both');
         noise = (rng ?? createRandom(seed ?? entropySeed())).normals(rows * L);
       }
       const z = new Float32Array(rows * L);
@@ -235,7 +285,8 @@ export async function loadVAE(source, options = {}) {
 
     async generate(n, { seed, rng } = {}) {
       checkCount(n, 'n', 1);
-      if (seed !== undefined && rng !== undefined) throw new InputError('pass seed or rng, not both');
+      if (seed !== undefined && rng !== undefined)
+        throw new InputError('pass seed or rng, not both');
       const source = rng ?? createRandom(seed ?? entropySeed());
       return vae.decode(source.normals(n * L), n);
     },
@@ -256,7 +307,8 @@ export async function loadVAE(source, options = {}) {
       const z = new Float32Array(steps * L);
       for (let s = 0; s < steps; s++) {
         const t = s === steps - 1 ? 1 : f32(s * (1 / (steps - 1)));
-        for (let j = 0; j < L; j++) z[s * L + j] = f32(f32(f32(1 - t) * mu[j]) + f32(t * mu[L + j]));
+        for (let j = 0; j < L; j++)
+          z[s * L + j] = f32(f32(f32(1 - t) * mu[j]) + f32(t * mu[L + j]));
       }
       return vae.decode(z, steps);
     },

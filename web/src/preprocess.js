@@ -35,11 +35,16 @@ function areaWeights(sourceLength, outLength) {
 export function toModelInput(image, spec) {
   const { data, width, height } = image;
   if (!(width > 0 && height > 0) || data.length !== width * height * 4) {
-    throw new RangeError(`image must be RGBA of width x height x 4 values, got ${data.length} for ${width} x ${height}`);
+    throw new RangeError(
+      `image must be RGBA of width x height x 4 values, got ${data.length} for ${width} x ${height}`,
+    );
   }
   const grey = new Float32Array(width * height);
   for (let p = 0; p < grey.length; p++) {
-    const r = data[4 * p], g = data[4 * p + 1], b = data[4 * p + 2], a = data[4 * p + 3];
+    const r = data[4 * p],
+      g = data[4 * p + 1],
+      b = data[4 * p + 2],
+      a = data[4 * p + 3];
     grey[p] = ((0.299 * r + 0.587 * g + 0.114 * b) / 255) * (a / 255);
   }
   const cols = areaWeights(width, SIDE);

@@ -10,8 +10,15 @@ import { REPO } from './helpers.js';
 
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const VAE_RUN = process.env.VAE_RUN ?? path.join(REPO, '.venv', 'bin', 'vae-run');
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 
 /** What is missing for the browser test here (empty when it can run). */
 export function missingForBrowser() {
@@ -20,15 +27,22 @@ export function missingForBrowser() {
 
 /** `vae-run web --port 0` on 127.0.0.1; resolves to {url, stop} once it prints its URL. */
 export function startServer(args = []) {
-  const child = spawn(VAE_RUN, ['web', '--port', '0', ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const stop = () => new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    process.kill(child.pid, 'SIGTERM');
+  const child = spawn(VAE_RUN, ['web', '--port', '0', ...args], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  let output = '';
+  const stop = () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      process.kill(child.pid, 'SIGTERM');
+    });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { stop(); reject(new Error(`vae-run web printed no URL in 30 s: ${output}`)); }, 30000);
+    const timer = setTimeout(() => {
+      stop();
+      reject(new Error(`vae-run web printed no URL in 30 s: ${output}`));
+    }, 30000);
     const read = (chunk) => {
       output += chunk;
       const match = output.match(/http:\/\/127\.0\.0\.1:\d+\//);
@@ -38,8 +52,13 @@ export function startServer(args = []) {
       }
     };
     child.stdout.on('data', read);
-    child.stderr.on('data', (chunk) => { output += chunk; });
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`vae-run web exited (${code}): ${output}`)); });
+    child.stderr.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`vae-run web exited (${code}): ${output}`));
+    });
   });
 }
 

@@ -22,22 +22,35 @@ const asF32 = (text) => fromBase64(text, Float32Array);
 
 /** Every golden file, decoded: {model, latentDim, images (Uint8Array), latents, outputs, ...}. */
 export function loadGolden() {
-  return fs.readdirSync(GOLDEN_DIR).filter((f) => f.endsWith('.json')).sort().map((file) => {
-    const g = JSON.parse(fs.readFileSync(path.join(GOLDEN_DIR, file), 'utf8'));
-    const outputs = Object.fromEntries(Object.entries(g.outputs).map(([variant, o]) => [variant,
-      { mu: asF32(o.mu), logvar: asF32(o.logvar), xHat: asF32(o.x_hat) }]));
-    return {
-      model: g.model,
-      dir: path.join(ARTIFACTS, g.model),
-      latentDim: g.latent_dim,
-      files: g.files,
-      images: fromBase64(g.images.uint8, Uint8Array),
-      latents: asF32(g.latents),
-      outputs,
-      sample: Object.fromEntries(Object.entries(g.sample).map(([k, v]) => [k, asF32(v)])),
-      generate: { seed: g.generate.seed, count: g.generate.count, z: asF32(g.generate.z), xHat: asF32(g.generate.x_hat) },
-    };
-  });
+  return fs
+    .readdirSync(GOLDEN_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((file) => {
+      const g = JSON.parse(fs.readFileSync(path.join(GOLDEN_DIR, file), 'utf8'));
+      const outputs = Object.fromEntries(
+        Object.entries(g.outputs).map(([variant, o]) => [
+          variant,
+          { mu: asF32(o.mu), logvar: asF32(o.logvar), xHat: asF32(o.x_hat) },
+        ]),
+      );
+      return {
+        model: g.model,
+        dir: path.join(ARTIFACTS, g.model),
+        latentDim: g.latent_dim,
+        files: g.files,
+        images: fromBase64(g.images.uint8, Uint8Array),
+        latents: asF32(g.latents),
+        outputs,
+        sample: Object.fromEntries(Object.entries(g.sample).map(([k, v]) => [k, asF32(v)])),
+        generate: {
+          seed: g.generate.seed,
+          count: g.generate.count,
+          z: asF32(g.generate.z),
+          xHat: asF32(g.generate.x_hat),
+        },
+      };
+    });
 }
 
 /** The largest |a - b| (Infinity if the lengths differ). */

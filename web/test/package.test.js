@@ -12,7 +12,9 @@ const GOLDEN = loadGolden();
 it('has a golden file for every shipped model', async () => {
   const fs = await import('node:fs');
   const { ARTIFACTS } = await import('./helpers.js');
-  const shipped = fs.readdirSync(ARTIFACTS).filter((d) => fs.existsSync(`${ARTIFACTS}/${d}/manifest.json`));
+  const shipped = fs
+    .readdirSync(ARTIFACTS)
+    .filter((d) => fs.existsSync(`${ARTIFACTS}/${d}/manifest.json`));
   assert.deepEqual(GOLDEN.map((g) => g.model).sort(), shipped.sort());
 });
 
@@ -29,16 +31,26 @@ for (const golden of GOLDEN) {
 
         it(`encodes test images as Python does (max abs <= ${bound})`, async () => {
           const { mu, logvar } = await vae.encode(golden.images);
-          assert.equal(mu.length, golden.images.length / 784 * golden.latentDim);
-          assert.ok(maxAbsDiff(mu, expected.mu) <= bound, `mu differs by ${maxAbsDiff(mu, expected.mu)}`);
-          assert.ok(maxAbsDiff(logvar, expected.logvar) <= bound, `logvar differs by ${maxAbsDiff(logvar, expected.logvar)}`);
+          assert.equal(mu.length, (golden.images.length / 784) * golden.latentDim);
+          assert.ok(
+            maxAbsDiff(mu, expected.mu) <= bound,
+            `mu differs by ${maxAbsDiff(mu, expected.mu)}`,
+          );
+          assert.ok(
+            maxAbsDiff(logvar, expected.logvar) <= bound,
+            `logvar differs by ${maxAbsDiff(logvar, expected.logvar)}`,
+          );
         });
 
         it(`decodes fixed latents as Python does (max abs <= ${bound})`, async () => {
           const x = await vae.decode(golden.latents);
           assert.equal(x.length, (golden.latents.length / golden.latentDim) * 784);
-          assert.ok(maxAbsDiff(x, expected.xHat) <= bound, `x_hat differs by ${maxAbsDiff(x, expected.xHat)}`);
-          if (variant !== 'fp32') {  // and it ran the variant's graph, not the default one
+          assert.ok(
+            maxAbsDiff(x, expected.xHat) <= bound,
+            `x_hat differs by ${maxAbsDiff(x, expected.xHat)}`,
+          );
+          if (variant !== 'fp32') {
+            // and it ran the variant's graph, not the default one
             assert.ok(maxAbsDiff(x, expected.xHat) < maxAbsDiff(x, golden.outputs.fp32.xHat));
           }
         });
@@ -47,7 +59,9 @@ for (const golden of GOLDEN) {
 
     describe('fp32 semantics', () => {
       let vae;
-      before(async () => { vae = await loadVAE(golden.dir, { ort }); });
+      before(async () => {
+        vae = await loadVAE(golden.dir, { ort });
+      });
       after(() => vae.release());
 
       it('draws the seeded normals the Python re-implementation draws', () => {
@@ -64,7 +78,10 @@ for (const golden of GOLDEN) {
         const { mu, logvar, eps, z } = golden.sample;
         const got = vae.sample(mu, logvar, { eps });
         for (let i = 0; i < z.length; i++) {
-          assert.ok(Math.abs(got[i] - z[i]) <= 1e-6 * Math.max(1, Math.abs(z[i])), `z[${i}] = ${got[i]}, Python ${z[i]}`);
+          assert.ok(
+            Math.abs(got[i] - z[i]) <= 1e-6 * Math.max(1, Math.abs(z[i])),
+            `z[${i}] = ${got[i]}, Python ${z[i]}`,
+          );
         }
       });
 
@@ -84,9 +101,12 @@ for (const golden of GOLDEN) {
 describe('API', () => {
   const golden = GOLDEN.find((g) => g.model === 'mnist-mlp-z20');
   let vae;
-  before(async () => { vae = await loadVAE(golden.dir, { ort }); });
+  before(async () => {
+    vae = await loadVAE(golden.dir, { ort });
+  });
   after(() => vae.release());
-  const image = (i) => Float32Array.from(golden.images.subarray(i * 784, (i + 1) * 784), (v) => v / 255);
+  const image = (i) =>
+    Float32Array.from(golden.images.subarray(i * 784, (i + 1) * 784), (v) => v / 255);
 
   it('interpolates from decode(mu(a)) to decode(mu(b))', async () => {
     const [a, b] = [image(0), image(1)];
@@ -116,19 +136,38 @@ describe('API', () => {
 
   const refusals = [
     ['pixels of the wrong length', () => vae.encode(new Float32Array(700), 1), /expected n x 784/],
-    ['n that does not divide', () => vae.encode(new Float32Array(785)), /n \(images\) must be an integer/],
+    [
+      'n that does not divide',
+      () => vae.encode(new Float32Array(785)),
+      /n \(images\) must be an integer/,
+    ],
     ['pixels above 1', () => vae.encode(new Float32Array(784).fill(2)), /must lie in \[0, 1\]/],
     ['NaN pixels', () => vae.encode(new Float32Array(784).fill(NaN)), /NaN or infinite/],
     ['latents of the wrong width', () => vae.decode(new Float32Array(21), 1), /expected n x 20/],
     ['infinite latents', () => vae.decode(new Float32Array(20).fill(Infinity)), /NaN or infinite/],
     ['a non-array', () => vae.decode('zzz'), /must be a Float32Array/],
-    ['eps and a seed', async () => vae.sample(new Float32Array(20), new Float32Array(20), { eps: new Float32Array(20), seed: 1 }), /not both/],
+    [
+      'eps and a seed',
+      async () =>
+        vae.sample(new Float32Array(20), new Float32Array(20), {
+          eps: new Float32Array(20),
+          seed: 1,
+        }),
+      /not both/,
+    ],
     ['a negative seed', () => vae.generate(2, { seed: -1 }), /seed must be an integer/],
-    ['one interpolation step', () => vae.interpolate(image(0), image(1), 1), /steps must be an integer >= 2/],
+    [
+      'one interpolation step',
+      () => vae.interpolate(image(0), image(1), 1),
+      /steps must be an integer >= 2/,
+    ],
   ];
   for (const [what, call, message] of refusals) {
     it(`refuses ${what} with an InputError`, async () => {
-      await assert.rejects(async () => call(), (err) => err instanceof InputError && message.test(err.message));
+      await assert.rejects(
+        async () => call(),
+        (err) => err instanceof InputError && message.test(err.message),
+      );
     });
   }
 });

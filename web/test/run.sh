@@ -23,4 +23,5 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # outside the registry; the CPU binary is in the package itself.
   npm ci --ignore-scripts --no-audit --no-fund
 fi
+npx --no-install prettier --check . >/dev/null || { npx --no-install prettier --check .; echo "web: run `npm run format` in web/" >&2; exit 1; }
 exec node --test --test-reporter=spec test/*.test.js

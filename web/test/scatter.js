@@ -6,7 +6,9 @@ import path from 'node:path';
 import { WEB } from './helpers.js';
 
 export function loadScatter(name = 'mnist-conv-z2') {
-  const s = JSON.parse(fs.readFileSync(path.join(WEB, 'demo', 'assets', `${name}.embeddings.json`), 'utf8'));
+  const s = JSON.parse(
+    fs.readFileSync(path.join(WEB, 'demo', 'assets', `${name}.embeddings.json`), 'utf8'),
+  );
   return { x: s.x, y: s.y, labels: Array.from(s.labels, Number), count: s.count };
 }
 
@@ -21,7 +23,9 @@ export function classify(scatter, z, k = 5) {
   const labels = nearest(scatter, z, k);
   const votes = new Map();
   for (const l of labels) votes.set(l, (votes.get(l) ?? 0) + 1);
-  return [...votes.entries()].sort((a, b) => b[1] - a[1] || labels.indexOf(a[0]) - labels.indexOf(b[0]))[0][0];
+  return [...votes.entries()].sort(
+    (a, b) => b[1] - a[1] || labels.indexOf(a[0]) - labels.indexOf(b[0]),
+  )[0][0];
 }
 
 /** A point deep inside class `label`: of every 20th member, the one whose 25 neighbours agree most. */

@@ -41,7 +41,10 @@ async function refused(dir, pattern, options = {}) {
 
 describe('tampered model directories', () => {
   it('loads the untouched copy (the cases below differ from it in one thing)', async () => {
-    const vae = await loadVAE(tampered(() => false), { ort });
+    const vae = await loadVAE(
+      tampered(() => false),
+      { ort },
+    );
     await vae.release();
   });
 
@@ -76,7 +79,10 @@ describe('tampered model directories', () => {
       m.graphs.encoder.file = 'extra.onnx';
       return true;
     });
-    await refused(dir, /graphs\.encoder\.file names "extra\.onnx", which is not listed under 'files'/);
+    await refused(
+      dir,
+      /graphs\.encoder\.file names "extra\.onnx", which is not listed under 'files'/,
+    );
   });
 
   it('refuses a graph whose external data the manifest does not list for it', async () => {
@@ -84,7 +90,10 @@ describe('tampered model directories', () => {
       m.graphs.decoder.external_data = [];
       return true;
     });
-    await refused(dir, /decoder\.onnx: reads external data from "checkpoints\/decoder\.safetensors", which manifest\.json does not list under graphs\.decoder\.external_data/);
+    await refused(
+      dir,
+      /decoder\.onnx: reads external data from "checkpoints\/decoder\.safetensors", which manifest\.json does not list under graphs\.decoder\.external_data/,
+    );
   });
 
   it('refuses a format version it does not know', async () => {
@@ -141,6 +150,10 @@ describe('tampered model directories', () => {
       if (rel === 'decoder.onnx') bytes[300] ^= 0x01;
       return new Response(bytes);
     };
-    await refused('http://127.0.0.1:9/model', /^http:\/\/127\.0\.0\.1:9\/model\/decoder\.onnx: sha256/, { fetch: fakeFetch });
+    await refused(
+      'http://127.0.0.1:9/model',
+      /^http:\/\/127\.0\.0\.1:9\/model\/decoder\.onnx: sha256/,
+      { fetch: fakeFetch },
+    );
   });
 });

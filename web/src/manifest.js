@@ -114,6 +114,12 @@ export function checkManifest(raw, where) {
       `likelihood.name is ${q(likelihood.name)}, expected one of ${LIKELIHOODS.join(', ')}`,
     );
   }
+  if (likelihood.name === 'gaussian') {
+    const { sigma } = likelihood;
+    if (typeof sigma !== 'number' || !Number.isFinite(sigma) || sigma <= 0) {
+      throw fail(`likelihood.sigma must be a finite number > 0, got ${q(sigma)}`);
+    }
+  }
 
   const files = new Map();
   for (const [path, entry] of Object.entries(requireKey(raw, 'files', 'object', fail))) {

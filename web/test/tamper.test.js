@@ -142,6 +142,14 @@ describe('tampered model directories', () => {
     await refused(dir, /key "latent_dim" must be an integer/);
   });
 
+  it('refuses a gaussian likelihood without a usable sigma', async () => {
+    const dir = tampered((d, m) => {
+      m.likelihood = { name: 'gaussian', sigma: -1 };
+      return true;
+    });
+    await refused(dir, /likelihood\.sigma must be a finite number > 0, got -1/);
+  });
+
   it('checks over HTTP too: bytes changed in transit are refused', async () => {
     // A fetch() that serves the folder and flips one byte of the decoder on the way.
     const fakeFetch = async (url) => {

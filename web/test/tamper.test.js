@@ -2,6 +2,7 @@
 // the format forbids, is refused with a ModelFormatError naming the file and the reason.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -140,6 +141,23 @@ describe('tampered model directories', () => {
       return true;
     });
     await refused(dir, /key "latent_dim" must be an integer/);
+  });
+
+  it('refuses a well-hashed graph of another model (its metadata_props disagree)', async () => {
+    const dir = tampered((d, m) => {
+      // conv-z2's decoder and weights, listed with their true sizes and sha256s.
+      for (const rel of ['decoder.onnx', 'checkpoints/decoder.safetensors']) {
+        const bytes = fs.readFileSync(path.join(ARTIFACTS, 'mnist-conv-z2', rel));
+        fs.writeFileSync(path.join(d, rel), bytes);
+        const sha256 = createHash('sha256').update(bytes).digest('hex');
+        m.files[rel] = { ...m.files[rel], sha256, bytes: bytes.length };
+      }
+      return true;
+    });
+    await refused(
+      dir,
+      /decoder\.onnx: metadata_props vae_onnx\.latent_dim is "2", manifest\.json implies "20"/,
+    );
   });
 
   it('refuses a gaussian likelihood without a usable sigma', async () => {

@@ -11,7 +11,7 @@ DATA_DIR ?= ../shared/datasets
 BIN := $(DEV_VENV)/bin
 TRAIN_FLAGS := --data-dir $(DATA_DIR) --lr-schedule cosine --val-size 5000 --seed 1 --threads 1 --no-progress
 
-.PHONY: demo test lint artifacts figures bench clean
+.PHONY: demo test test-web web-figure lint artifacts figures bench clean
 
 $(RUN_VENV)/.installed: pyproject.toml constraints.txt runtime artifacts/mnist-conv-z20
 	$(PYTHON) -m venv $(RUN_VENV)
@@ -35,6 +35,17 @@ lint: $(DEV_VENV)/.installed
 test: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/python -m pytest
+	$(MAKE) --no-print-directory test-web
+
+# The JS package and the page (docs/web.md): skipped, with the reason, without node or
+# Chromium; VAE_ONNX_WEB_REQUIRED=1 (set by .ci/run) turns that into a failure.
+test-web: $(DEV_VENV)/.installed
+	VAE_RUN=$(abspath $(BIN))/vae-run web/test/run.sh
+
+# The README's screenshot of the page, taken by the browser test.
+web-figure: $(DEV_VENV)/.installed
+	VAE_RUN=$(abspath $(BIN))/vae-run VAE_ONNX_WEB_SCREENSHOT=$(abspath docs/figures/web-demo.png) \
+	  web/test/run.sh
 
 # Reproduces artifacts/ from the datasets (about 1.5 h on 2 cores); each manifest records
 # the exact commands below.

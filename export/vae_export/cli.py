@@ -284,6 +284,23 @@ def run_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_web_golden(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dirs", type=Path, nargs="*", help="default: every model in artifacts/")
+    p.add_argument("--web", type=Path, default=Path("web"), help="the JS package folder")
+    add_data_dir(p)
+
+
+def run_web_golden(args: argparse.Namespace) -> int:
+    from vae_export.web_assets import write_web_assets
+
+    dirs = args.model_dirs or sorted(p.parent for p in Path("artifacts").glob("*/manifest.json"))
+    if not dirs:
+        raise ExportError("no model directories given and none found in artifacts/")
+    for path in write_web_assets(dirs, args.web, Path(args.data_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
 # ---- the command line -----------------------------------------------------------------------
 
 
@@ -342,6 +359,14 @@ SUBCOMMANDS = [
         (),
         add_figures,
         run_figures,
+    ),
+    Subcommand(
+        "web-golden",
+        "write web/'s golden files (the Python runtime's outputs for fixed inputs, per "
+        "variant) and the 2-D model's scatter for the page",
+        (),
+        add_web_golden,
+        run_web_golden,
     ),
 ]
 DEFAULT_SUBCOMMAND = "export"

@@ -431,6 +431,23 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_web(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="DIR", help="model for samples and drawings (shipped)")
+    p.add_argument(
+        "--explorer",
+        metavar="DIR",
+        help="2-D model for the latent plane (default: mnist-conv-z2 beside --model)",
+    )
+    p.add_argument("--port", type=int_at_least(0), default=8765, help="0: any free port (8765)")
+
+
+def run_web(args: argparse.Namespace) -> int:
+    from .web_server import serve
+
+    serve(args.model, args.explorer, args.port)
+    return 0
+
+
 class Subcommand(NamedTuple):
     name: str
     help: str
@@ -476,6 +493,7 @@ SUBCOMMANDS = [
         add_bench,
         run_bench,
     ),
+    Subcommand("web", "serve the interactive page on 127.0.0.1", (), add_web, run_web),
 ]
 
 

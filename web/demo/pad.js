@@ -1,0 +1,72 @@
+// A drawing pad: white strokes on black, reported to `onChange` while drawing (at most once
+// per animation frame) and when a stroke ends.
+
+const STROKE = 20; // px on a 280 px pad: ~2 px at 28 x 28, an MNIST stroke
+
+export class DrawingPad {
+  /** @param {HTMLCanvasElement} canvas  @param {(done: boolean) => void} onChange */
+  constructor(canvas, onChange) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext('2d', { willReadFrequently: true });
+    this.onChange = onChange;
+    this.last = null;
+    this.pending = false;
+    this.clear();
+    canvas.addEventListener('pointerdown', (e) => {
+      canvas.setPointerCapture(e.pointerId);
+      this.blank = false;
+      this.last = this.at(e);
+      this.line(this.last, this.last);
+    });
+    canvas.addEventListener('pointermove', (e) => {
+      if (!this.last) return;
+      const here = this.at(e);
+      this.line(this.last, here);
+      this.last = here;
+    });
+    const end = () => {
+      if (!this.last) return;
+      this.last = null;
+      this.onChange(true);
+    };
+    canvas.addEventListener('pointerup', end);
+    canvas.addEventListener('pointercancel', end);
+  }
+
+  at(event) {
+    const box = this.canvas.getBoundingClientRect();
+    return [
+      ((event.clientX - box.left) / box.width) * this.canvas.width,
+      ((event.clientY - box.top) / box.height) * this.canvas.height,
+    ];
+  }
+
+  line(from, to) {
+    const { ctx } = this;
+    ctx.strokeStyle = '#fff';
+    ctx.lineWidth = STROKE;
+    ctx.lineCap = 'round';
+    ctx.lineJoin = 'round';
+    ctx.beginPath();
+    ctx.moveTo(...from);
+    ctx.lineTo(...to);
+    ctx.stroke();
+    if (!this.pending) {
+      this.pending = true;
+      requestAnimationFrame(() => {
+        this.pending = false;
+        this.onChange(false);
+      });
+    }
+  }
+
+  clear() {
+    this.ctx.fillStyle = '#000';
+    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    this.blank = true;
+  }
+
+  imageData() {
+    return this.ctx.getImageData(0, 0, this.canvas.width, this.canvas.height);
+  }
+}

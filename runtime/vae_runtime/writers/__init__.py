@@ -28,6 +28,7 @@ __all__ = [
     "FORMATS",
     "GRID_MAX",
     "STDOUT",
+    "STDOUT_FORMATS",
     "GridWriter",
     "PngDirWriter",
     "Writer",

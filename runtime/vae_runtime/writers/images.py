@@ -113,3 +113,25 @@ def _save_png(pixels: np.ndarray, path: Path) -> None:
     from PIL import Image
 
     Image.fromarray(pixels).save(path, format="PNG")
+
+
+class ReconstructionGridWriter(GridWriter):
+    """The first ``limit`` originals (the batches' ``original`` values) each above its
+    reconstruction, rows of ``nrow``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._originals: list[np.ndarray] = []
+
+    def write(self, batch: ResultBatch) -> None:
+        room = max(0, self.limit - self._have)
+        self._originals.append(np.asarray(batch.values["original"][:room], np.float32))
+        super().write(batch)
+
+    def commit(self) -> None:
+        from ..outputs import save_reconstruction_grid
+
+        if not self._images:
+            raise InputError(f"{self.name}: no images to put in a grid")
+        originals = np.concatenate(self._originals)
+        save_reconstruction_grid(originals, np.concatenate(self._images), self.path, self.nrow)

@@ -126,13 +126,14 @@ def input_options() -> argparse.ArgumentParser:
     return parent
 
 
-def output_options(default_format: str) -> argparse.ArgumentParser:
+def output_options(default_format: str, required: bool = False) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("output")
     group.add_argument(
         "--out",
         action="append",
         default=[],
+        required=required,
         metavar="FILE",
         help="output file, repeatable; the format follows the name: .npy .npz .jsonl .csv "
         ".parquet (.png: a grid of images); - is standard output",
@@ -214,7 +215,7 @@ def exact_count(args: argparse.Namespace, source: ImageSource) -> int | None:
     return None if source.count < 0 or args.skip_bad else source.count
 
 
-def wrote_lines(writers: list[Writer], total: int, what: str) -> list[str]:
+def wrote_lines(writers: list[Writer], total: int, what: str, unit: str) -> list[str]:
     lines = []
     for w in writers:
         if isinstance(w, GridWriter):
@@ -225,7 +226,7 @@ def wrote_lines(writers: list[Writer], total: int, what: str) -> list[str]:
         elif isinstance(w, PngDirWriter):
             lines.append(f"wrote {w.rows} PNG files to {w.name}")
         else:
-            lines.append(f"wrote {w.name}: {w.rows} rows")
+            lines.append(f"wrote {w.name}: {w.rows} {unit}")
     return lines
 
 
@@ -308,7 +309,7 @@ def run_generate(args: argparse.Namespace) -> int:
     lines = [f"generated {args.n} images (seed {args.seed}, indices {args.start}..{last})"]
     if args.verbose:
         lines.append(model_line(vae))
-    report(args, summary, lines + wrote_lines(writers, args.n, "images"))
+    report(args, summary, lines + wrote_lines(writers, args.n, "images", "images"))
     return 0
 
 
@@ -322,8 +323,6 @@ def add_embed(p: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    if not args.out:
-        raise InputError("nothing to write: give --out FILE (.npy .npz .jsonl .csv .parquet or -)")
     source = open_input(args, args.input)
     vae = load_vae(args)
     schema = embed_schema(source, vae.latent_dim, args.logvar)
@@ -352,7 +351,7 @@ def run_embed(args: argparse.Namespace) -> int:
     lines = [f"embedded {embedded} of {rows} images (latent size {vae.latent_dim})"]
     if args.verbose:
         lines.append(model_line(vae))
-    report(args, summary, lines + wrote_lines(writers, embedded, "rows"))
+    report(args, summary, lines + wrote_lines(writers, embedded, "rows", f"embeddings of size {vae.latent_dim}"))
     return 0
 
 
@@ -380,7 +379,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     )
     limit = args.n if args.n is not None else (args.grid_max if only_grids else None)
     schema = image_schema(source.keys, args.dtype, status=True)
-    expected = exact_count(source)
+    expected = exact_count(args, source)
     if expected is not None and limit is not None:
         expected = min(expected, limit)
     writers = open_outputs(
@@ -410,7 +409,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     }
     notes(args, source)
     lines = [f"reconstructed {used}{of} images"]
-    report(args, summary, lines + wrote_lines(writers, used, "originals over reconstructions"))
+    report(args, summary, lines + wrote_lines(writers, used, "originals over reconstructions", "reconstructions"))
     return 0
 
 
@@ -535,7 +534,7 @@ def run_score(args: argparse.Namespace) -> int:
     }
     notes(args, source)
     lines = [f"mean {what}: {total / count:.4f} nats over {count} images"]
-    report(args, summary, lines + wrote_lines(writers, count, "rows"))
+    report(args, summary, lines + wrote_lines(writers, count, "rows", "scores"))
     return 0
 
 
@@ -744,7 +743,8 @@ def run_bench(args: argparse.Namespace) -> int:
 class Subcommand(NamedTuple):
     name: str
     help: str
-    groups: tuple[str, ...]  # shared option groups: "model", "input", "output:<stdout format>"
+    # shared option groups: "model", "input", "output:<format of --out ->[:required]"
+    groups: tuple[str, ...]
     add: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
 
@@ -762,7 +762,7 @@ SUBCOMMANDS = [
     Subcommand(
         "embed",
         "write the embeddings (mu) of images, each row with its source",
-        ("model", "input", "output:jsonl"),
+        ("model", "input", "output:jsonl:required"),
         add_embed,
         run_embed,
     ),
@@ -810,7 +810,8 @@ def _parents(groups: tuple[str, ...]) -> list[argparse.ArgumentParser]:
     parents = [common_options()]
     for group in groups:
         if group.startswith("output:"):
-            parents.append(output_options(group.split(":", 1)[1]))
+            _, fmt, *required = group.split(":")
+            parents.append(output_options(fmt, required=bool(required)))
         else:
             parents.append({"model": model_options, "input": input_options}[group]())
     return parents

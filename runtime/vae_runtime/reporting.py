@@ -23,7 +23,8 @@ LISTED = 10  # skipped files listed without -v
 
 
 def summary_stream(args: argparse.Namespace) -> IO[str]:
-    outs = [str(o) for o in getattr(args, "out", None) or []]
+    out = getattr(args, "out", None) or []
+    outs = [str(o) for o in (out if isinstance(out, list) else [out])]
     return sys.stderr if "-" in outs else sys.stdout
 
 

@@ -48,6 +48,7 @@ FORMATS = {
     ".png": "png",
 }
 STDOUT_FORMATS = ("jsonl", "csv", "npy")
+OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_SHAPE = (1, 28, 28)
 
 
@@ -70,9 +71,10 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         known = ", ".join(FORMATS)
+        hint = " (grids are written as PNG)" if suffix in OTHER_IMAGE_SUFFIXES else ""
         raise InputError(
-            f"{display_name(path)}: unknown output format {suffix or '(no extension)'!r}; "
-            f"name the file with one of {known}"
+            f"{display_name(path)}: unknown output format {suffix or '(no extension)'!r}"
+            f"{hint}; name the file with one of {known}"
         )
     if fmt is not None and fmt != FORMATS[suffix]:
         raise InputError(f"{display_name(path)}: --format {fmt} disagrees with the extension")

@@ -351,7 +351,11 @@ def run_embed(args: argparse.Namespace) -> int:
     lines = [f"embedded {embedded} of {rows} images (latent size {vae.latent_dim})"]
     if args.verbose:
         lines.append(model_line(vae))
-    report(args, summary, lines + wrote_lines(writers, embedded, "rows", f"embeddings of size {vae.latent_dim}"))
+    report(
+        args,
+        summary,
+        lines + wrote_lines(writers, embedded, "rows", f"embeddings of size {vae.latent_dim}"),
+    )
     return 0
 
 
@@ -409,7 +413,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     }
     notes(args, source)
     lines = [f"reconstructed {used}{of} images"]
-    report(args, summary, lines + wrote_lines(writers, used, "originals over reconstructions", "reconstructions"))
+    report(
+        args,
+        summary,
+        lines + wrote_lines(writers, used, "originals over reconstructions", "reconstructions"),
+    )
     return 0
 
 

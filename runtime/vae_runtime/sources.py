@@ -93,7 +93,7 @@ def open_images(
     column (default: the only one that can hold images) and a column of ids to carry to
     the outputs (needs the ``parquet`` extra)."""
     if isinstance(path, (list, tuple)):
-        return _many(list(path), invert, skip_bad, recursive)
+        return _many(list(path), invert, skip_bad, recursive, column, id_column)
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"expected a path or a list of paths, got {type(path).__name__}")
     if os.fspath(path) == STDIN:
@@ -236,14 +236,23 @@ def _files(
     return source
 
 
-def _many(paths: list[Any], invert: bool, skip_bad: bool, recursive: bool) -> ImageSource:
+def _many(
+    paths: list[Any],
+    invert: bool,
+    skip_bad: bool,
+    recursive: bool,
+    column: str | None,
+    id_column: str | None,
+) -> ImageSource:
     """Several inputs one after the other; runs of image files are batched together."""
     if not paths:
         raise InputError("no input given")
     parts: list[ImageSource] = []
     run: list[Path] = []
     for p in paths:
-        one = open_images(p, invert, skip_bad, recursive=recursive)
+        one = open_images(
+            p, invert, skip_bad, recursive=recursive, column=column, id_column=id_column
+        )
         if one.kind == "image":
             run.append(one.path)
             continue
@@ -261,6 +270,8 @@ def _many(paths: list[Any], invert: bool, skip_bad: bool, recursive: bool) -> Im
     for p in parts:
         source.ignored += p.ignored
         source.subfolders += p.subfolders
+    if len({p.id_name for p in parts}) == 1:  # every part keyed by the same id column
+        source.id_name = parts[0].id_name
 
     def rows(bs: int) -> Iterator[SourceBatch]:
         for part in parts:

@@ -248,14 +248,18 @@ class VAE:
         recursive: bool = False,
         skip_bad: bool = False,
         invert: bool = False,
+        column: str | None = None,
         batch_size: int | None = None,
     ) -> Iterator[FileEmbedding]:
         """Embed files and folders lazily: yields one :class:`FileEmbedding` (source, index
         within the source, embedding, error) per image, in input order (folders in natural
         order), holding one batch in memory. With ``skip_bad=True`` an unreadable file
-        yields a record whose ``embedding`` is None and whose ``error`` says why."""
+        yields a record whose ``embedding`` is None and whose ``error`` says why.
+        ``column``: a Parquet file's image column (see :func:`open_images`)."""
         bs = self._batch(batch_size)
-        source = open_images(paths, invert=invert, skip_bad=skip_bad, recursive=recursive)
+        source = open_images(
+            paths, invert=invert, skip_bad=skip_bad, recursive=recursive, column=column
+        )
         for batch in source.rows(bs):
             mu = (
                 self._run(self._encoder, ("mu",), "x", batch.images, bs)[0]

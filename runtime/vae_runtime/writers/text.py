@@ -76,7 +76,7 @@ class JsonlWriter(Output):
                 if at < 0:
                     value = "null"
                 elif c.shape == ():
-                    value = fmt[c.name](flat[c.name][at, 0])
+                    value = fmt[c.name](flat[c.name][at, 0].item())
                 else:
                     value = "[" + ",".join(map(fmt[c.name], flat[c.name][at].tolist())) + "]"
                 text += f', "{c.name}": {value}'

@@ -347,9 +347,9 @@ class VAE:
         bs = self._batch(batch_size)
         start = checked_int(start, "start", minimum=0)
         for lo, hi in spans(start, start + n):
-            for at in range(lo, hi, bs):
-                z = prior_latents(seed, at, min(bs, hi - at), self.latent_dim)
-                yield at, self._decoder.run(DECODER_OUTPUTS, {"z": z})[0]
+            z = prior_latents(seed, lo, hi - lo, self.latent_dim)  # one block's draw at most
+            for at in range(0, hi - lo, bs):
+                yield lo + at, self._decoder.run(DECODER_OUTPUTS, {"z": z[at : at + bs]})[0]
 
     def _prior(
         self, n: int, seed: int | None, rng: np.random.Generator | None, start: int

@@ -776,3 +776,77 @@ def test_ten_thousand_files_round_trip_joined_by_name(vae, data_dir, tmp_path):
     picks = np.random.default_rng(0).choice(len(images), 300, replace=False)
     got = np.array([by_name[names[i]] for i in picks], np.float32)
     np.testing.assert_allclose(got, vae.embed(images[picks]), atol=1e-6)
+
+
+# ---- refusals -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (
+            ["embed", "{d}", "--skip-bad", "--out", "-", "--format", "npy"],
+            "needs the number of rows",
+        ),
+        (["embed", "{d}", "--out", "-", "--out", "-"], "standard output can take one output only"),
+        (["embed", "{d}", "--out", "-", "--format", "parquet"], "invalid choice"),
+        (["embed", "{d}", "--out", "{t}/e.png"], "a .png output holds images"),
+        (["score", "{d}", "--out", "{t}/scores"], "unknown output format '(no extension)'"),
+        (["generate", "--out-dir", "{t}/file.txt"], "exists and is not a folder"),
+        (["generate", "--out", "{t}/g.jpg"], "(grids are written as PNG)"),
+        (["reconstruct", "{d}", "--out", "-", "--format", "npy", "--skip-bad"], "in advance"),
+    ],
+)
+def test_output_refusals(argv, words, tmp_path, digits):
+    folder = tmp_path / "d"
+    save_digits(folder, digits[:2], ["a.png", "b.png"])
+    (tmp_path / "file.txt").write_text("a file")
+    args = [a.format(d=folder, t=tmp_path) for a in argv]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = cli(*args, "--model", MODEL)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_only_text_and_npy_go_to_stdout():
+    from vae_runtime.records import Column, Schema
+    from vae_runtime.writers import open_writer
+
+    schema = Schema(("seed", "index"), (Column("image", (1, 28, 28), np.dtype(np.float32)),))
+    for fmt in ("npz", "parquet"):
+        with pytest.raises(InputError, match="standard output takes jsonl, csv, npy"):
+            open_writer("-", schema, fmt=fmt)
+
+
+def test_a_failed_run_leaves_none_of_its_outputs(data_dir, tmp_path, vae):
+    """reconstruct stops at a truncated IDX after 300 images: no output appears, an old
+    file is kept, the PNGs the run created are removed, no temporary file stays."""
+    import gzip
+
+    raw = gzip.decompress((data_dir / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (tmp_path / "cut-ubyte").write_bytes(raw[: 16 + 784 * 300])
+    (tmp_path / "old.npy").write_bytes(b"old")
+    (tmp_path / "pngs").mkdir()
+    (tmp_path / "pngs" / "keep.txt").write_text("mine")
+    proc = cli(
+        "reconstruct",
+        tmp_path / "cut-ubyte",
+        "--model",
+        MODEL,
+        "--batch-size",
+        64,
+        "--out",
+        tmp_path / "old.npy",
+        "--out",
+        tmp_path / "r.jsonl",
+        "--out",
+        tmp_path / "g.png",
+        "--out-dir",
+        tmp_path / "pngs",
+    )
+    assert proc.returncode == 2 and b"truncated" in proc.stderr
+    assert (tmp_path / "old.npy").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut-ubyte", "old.npy", "pngs"]
+    assert [p.name for p in (tmp_path / "pngs").iterdir()] == ["keep.txt"]

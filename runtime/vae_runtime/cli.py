@@ -196,7 +196,7 @@ def open_outputs(
     try:
         for path in paths:
             fmt = (args.format or default_format) if path == STDOUT else None
-            if output_format(path, fmt) == "png":
+            if output_format(path, fmt) == "png" and hasattr(args, "grid_max"):
                 writers.append(grid(path, schema, nrow=args.nrow, limit=args.grid_max))
             else:
                 writers.append(

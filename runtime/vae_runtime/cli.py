@@ -837,7 +837,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
+    """One printable line, whatever file names the message holds (escaped)."""
+    return display_name(" ".join(str(message).split()))
 
 
 def _show_warning(

@@ -247,6 +247,10 @@ def _many(
     """Several inputs one after the other; runs of image files are batched together."""
     if not paths:
         raise InputError("no input given")
+    if len(paths) == 1:
+        return open_images(
+            paths[0], invert, skip_bad, recursive=recursive, column=column, id_column=id_column
+        )
     parts: list[ImageSource] = []
     run: list[Path] = []
     for p in paths:
@@ -262,8 +266,6 @@ def _many(
         parts.append(one)
     if run:
         parts.append(_files(run, invert, skip_bad, run[0], "files", LIST_HINT))
-    if len(parts) == 1 and len(paths) == 1:
-        return parts[0]
     counts = [p.count for p in parts]
     count = -1 if min(counts) < 0 else sum(counts)
     source = ImageSource(Path(paths[0]), "files", count, lambda bs: iter(()), per_file=True)

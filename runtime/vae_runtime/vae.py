@@ -212,11 +212,8 @@ class VAE:
         folders, IDX, .npy) are read in batches: memory holds one batch and the results."""
         bs = self._batch(batch_size)
         if is_paths(images):
-            parts = [
-                self._run(self._encoder, ENCODER_OUTPUTS, "x", x, bs)
-                for x in open_images(images, invert=invert).batches(bs)
-            ]
-            return _joined(parts, 2, self.latent_dim)
+            mu, logvar = self._encode_paths(images, invert, bs, ENCODER_OUTPUTS)
+            return mu, logvar
         x = as_images(images, invert)
         mu, logvar = self._run(self._encoder, ENCODER_OUTPUTS, "x", x, bs)
         return mu, logvar
@@ -225,7 +222,26 @@ class VAE:
         self, images: Images, *, invert: bool = False, batch_size: int | None = None
     ) -> np.ndarray:
         """The deterministic embedding: mu, float32 (N, L)."""
+        if is_paths(images):  # streamed, keeping mu only
+            return self._encode_paths(images, invert, self._batch(batch_size), ["mu"])[0]
         return self.encode(images, invert=invert, batch_size=batch_size)[0]
+
+    def _encode_paths(
+        self, paths: Paths, invert: bool, bs: int, names: list[str]
+    ) -> list[np.ndarray]:
+        """The encoder's outputs ``names`` for the images behind ``paths``, read one batch
+        at a time into arrays sized from the source's count (no copy at the end)."""
+        source = open_images(paths, invert=invert)
+        if source.count < 0:  # a stream of unknown length: batches joined at the end
+            parts = [self._run(self._encoder, names, "x", x, bs) for x in source.batches(bs)]
+            return list(_joined(parts, len(names), self.latent_dim))
+        outs = [np.empty((source.count, self.latent_dim), np.float32) for _ in names]
+        done = 0
+        for x in source.batches(bs):
+            for out, part in zip(outs, self._run(self._encoder, names, "x", x, bs), strict=True):
+                out[done : done + len(x)] = part
+            done += len(x)
+        return [out[:done] for out in outs]
 
     def embed_iter(
         self, batches: Iterable[Images], *, invert: bool = False, batch_size: int | None = None

@@ -850,3 +850,26 @@ def test_a_failed_run_leaves_none_of_its_outputs(data_dir, tmp_path, vae):
     assert (tmp_path / "old.npy").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut-ubyte", "old.npy", "pngs"]
     assert [p.name for p in (tmp_path / "pngs").iterdir()] == ["keep.txt"]
+
+
+def test_ood_scores_go_to_every_format(mixed, vae, digits, tmp_path):
+    proc = ok(
+        "score",
+        mixed,
+        "--ood",
+        "--skip-bad",
+        "--model",
+        MODEL,
+        "--json",
+        "--out",
+        tmp_path / "o.jsonl",
+        "--out",
+        tmp_path / "o.npy",
+    )
+    summary = json.loads(proc.stdout)
+    expected = vae.ood_score(digits[[2, 1, 0]])
+    assert summary["flagged"] == int((expected > vae.ood_threshold(0.05)).sum())
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), expected, rtol=1e-12)
+    rows = jsonl(tmp_path / "o.jsonl")
+    assert [r["status"] for r in rows] == ["skipped", "ok", "ok", "ok"]
+    np.testing.assert_allclose([r["ood_score"] for r in rows[1:]], expected, rtol=1e-12)

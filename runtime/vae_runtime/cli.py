@@ -527,7 +527,7 @@ def run_score(args: argparse.Namespace) -> int:
             f"out of distribution: {flagged} of {count} images (ood score above "
             f"{limit:.3f}, the threshold at FPR {fpr:g}); median score {np.median(scores):.3f}"
         )
-        report(args, summary, [line, *wrote_lines(writers, count, "rows")])
+        report(args, summary, [line, *wrote_lines(writers, count, "rows", "OOD scores")])
         return 0
     what = "negative ELBO" if args.k == 1 else f"importance-weighted bound (k={args.k})"
     summary = {

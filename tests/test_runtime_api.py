@@ -118,14 +118,24 @@ def test_embed_iter_streams_per_chunk(vae):
 
 
 def test_generate_decodes_the_documented_prior_stream(vae, bare):
-    x = vae.generate(20, seed=7)
-    z = np.random.default_rng(7).standard_normal((20, L), dtype=np.float32)
+    """seed s: block b of 1024 images draws from SeedSequence(s, spawn_key=(b,)) (the
+    rule of docs/runtime.md); rng: that generator's next draws."""
+    x = vae.generate(1030, seed=7)
+    blocks = [np.random.SeedSequence(7).spawn(2)[b] for b in (0, 1)]
+    z = np.concatenate(
+        [
+            np.random.default_rng(blocks[0]).standard_normal((1024, L), dtype=np.float32),
+            np.random.default_rng(blocks[1]).standard_normal((6, L), dtype=np.float32),
+        ]
+    )
     np.testing.assert_allclose(x, ref_decode(bare, z), atol=1e-6)
-    np.testing.assert_array_equal(vae.generate(20, seed=7), x)
-    assert not np.array_equal(vae.generate(20, seed=8), x)
+    np.testing.assert_array_equal(vae.generate(1030, seed=7), x)
+    assert not np.array_equal(vae.generate(20, seed=8), x[:20])
     rng = np.random.default_rng(7)
-    np.testing.assert_array_equal(vae.generate(20, rng=rng), x)
-    assert not np.array_equal(vae.generate(20, rng=rng), x)  # the generator moved on
+    y = vae.generate(20, rng=rng)
+    z = np.random.default_rng(7).standard_normal((20, L), dtype=np.float32)
+    np.testing.assert_allclose(y, ref_decode(bare, z), atol=1e-6)
+    assert not np.array_equal(vae.generate(20, rng=rng), y)  # the generator moved on
     assert not np.array_equal(vae.generate(4), vae.generate(4))  # no seed: fresh entropy
 
 

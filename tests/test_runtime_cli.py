@@ -138,7 +138,10 @@ def test_embed_folder_with_a_bad_file(capsys, model, tmp_path):
     )
     assert code == 0 and "skipped 1" in err and "notes.txt" in err
     assert np.load(tmp_path / "e.npy").shape == (3, L)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits", "e.npy"]
+    # The sidecar names the file of each row: the skipped one has no row.
+    rows = [json.loads(line) for line in (tmp_path / "e.sources.jsonl").read_text().splitlines()]
+    assert [Path(r["source"]).name for r in rows] == ["0.png", "1.png", "2.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits", "e.npy", "e.sources.jsonl"]
 
 
 def test_reconstruct(capsys, model, vae, tmp_path):
@@ -162,7 +165,8 @@ def test_reconstruct(capsys, model, vae, tmp_path):
     np.testing.assert_allclose(recon, vae.reconstruct(DIGITS[:10]), atol=1e-5)
     grid = np.asarray(Image.open(tmp_path / "r.png"))
     x = DIGITS[:10, None] / np.float32(255)
-    pairs = np.concatenate([x[:8], recon[:8], x[8:], recon[8:]])
+    blank = np.zeros((6, 1, 28, 28), np.float32)  # the short row is padded: no mixed rows
+    pairs = np.concatenate([x[:8], recon[:8], x[8:], blank, recon[8:], blank])
     np.testing.assert_array_equal(grid, make_grid(pairs, nrow=8))
 
 

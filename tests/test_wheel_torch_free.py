@@ -90,3 +90,35 @@ def test_wheel_default_model_carries_its_variants(wheel_venv: Path, tmp_path: Pa
     for variant, images in json.loads(out).items():
         here = VAE(variant=variant, threads=1).decode(np.zeros((2, 20), np.float32))
         np.testing.assert_allclose(np.array(images, np.float32), here, rtol=0, atol=1e-6)
+
+
+def test_wheel_ships_every_model_by_name_under_40_mb(wheel_venv: Path, tmp_path: Path) -> None:
+    """Each model directory of artifacts/ (with its variants) loads by name from the
+    installed wheel and matches the in-repo one; the wheel stays under 40 MB."""
+    (wheel,) = (wheel_venv.parent / "dist").glob("vae_onnx-*.whl")
+    assert wheel.stat().st_size < 40e6, f"wheel is {wheel.stat().st_size / 1e6:.1f} MB"
+    names = sorted(p.parent.name for p in (REPO / "artifacts").glob("*/manifest.json"))
+    assert len(names) >= 4
+    code = (
+        "import json, sys, numpy as np; from vae_runtime import VAE\n"
+        "out = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    for variant in (None, 'int8'):\n"
+        "        v = VAE(name, variant=variant, threads=1)\n"
+        "        assert 'site-packages' in v.info['model_dir'], v.info['model_dir']\n"
+        "        z = np.full((2, v.latent_dim), 0.5, np.float32)\n"
+        "        out[f'{name}/{variant}'] = v.decode(z).tolist()\n"
+        "print(json.dumps(out))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VAE_ONNX_MODEL"}
+    python = str(wheel_venv / "bin" / "python")
+    out = run([python, "-c", code, *names], cwd=tmp_path, env=env).stdout
+    decoded = json.loads(out)
+    assert len(decoded) == 2 * len(names)
+    for key, images in decoded.items():
+        name, variant = key.split("/")
+        here = VAE(REPO / "artifacts" / name, variant=None if variant == "None" else variant)
+        z = np.full((2, here.latent_dim), 0.5, np.float32)
+        np.testing.assert_allclose(np.array(images, np.float32), here.decode(z), atol=1e-6)
+    listed = run([str(wheel_venv / "bin" / "vae-run"), "models", "--json"], cwd=tmp_path, env=env)
+    assert sorted(m["name"] for m in json.loads(listed.stdout)) == names

@@ -18,10 +18,13 @@ PathLike = str | os.PathLike[str]
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (os.replace).
 
     On an exception the temporary file is removed and ``path`` is left untouched.
+    ``durable=False`` skips the fsync before the rename (about 7 ms a file here): the file
+    still appears whole or not at all to every reader, but a power cut may lose it; for
+    many small files whose writer syncs once at the end.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +34,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600
-        fsync_file(tmp_path)
+        if durable:
+            fsync_file(tmp_path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

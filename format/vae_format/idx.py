@@ -154,16 +154,30 @@ def iter_idx_images(path: str | os.PathLike[str], chunk: int = 1024) -> Iterator
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     try:
-        with open_idx(path) as f:
-            header = read_header(f, path, "images")
-            yield from _chunks(f, header, chunk, path)
-            if f.read(1):
-                raise DataFileError(f"{path}: has trailing bytes after {header.count} images")
+        f = open_idx(path)
     except _READ_ERRORS as exc:
         raise DataFileError(f"{path}: cannot read ({exc})") from None
+    with f:
+        yield from iter_idx_stream(f, path, chunk)
 
 
-def _chunks(f: BinaryIO, header: IdxHeader, chunk: int, path: Path) -> Iterator[np.ndarray]:
+def iter_idx_stream(
+    f: BinaryIO, where: str | os.PathLike[str], chunk: int = 1024
+) -> Iterator[np.ndarray]:
+    """As :func:`iter_idx_images`, from an open (already decompressed) stream such as
+    standard input; ``where`` names it in errors."""
+    try:
+        header = read_header(f, where, "images")
+        yield from _chunks(f, header, chunk, where)
+        if f.read(1):
+            raise DataFileError(f"{where}: has trailing bytes after {header.count} images")
+    except _READ_ERRORS as exc:
+        raise DataFileError(f"{where}: cannot read ({exc})") from None
+
+
+def _chunks(
+    f: BinaryIO, header: IdxHeader, chunk: int, path: str | os.PathLike[str]
+) -> Iterator[np.ndarray]:
     per_image = header.record_bytes
     left = header.count
     while left:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from .errors import InputError, ModelFormatError, ProviderError, ProviderWarning, VAEError
 from .model_dir import resolve_model_dir
-from .outputs import make_grid, save_grid
+from .outputs import make_grid, save_grid, save_reconstruction_grid
 from .sampling import LOGVAR_MAX, LOGVAR_MIN
+from .similarity import Neighbours, cosine_similarity, similar
 from .sources import ImageSource, open_images
-from .vae import VAE
+from .vae import VAE, FileEmbedding
 
 __version__ = "0.1.0"
 
@@ -25,15 +26,20 @@ __all__ = [
     "LOGVAR_MAX",
     "LOGVAR_MIN",
     "VAE",
+    "FileEmbedding",
     "ImageSource",
     "InputError",
     "ModelFormatError",
+    "Neighbours",
     "ProviderError",
     "ProviderWarning",
     "VAEError",
     "__version__",
+    "cosine_similarity",
     "make_grid",
     "open_images",
     "resolve_model_dir",
     "save_grid",
+    "save_reconstruction_grid",
+    "similar",
 ]

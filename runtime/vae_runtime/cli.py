@@ -15,9 +15,9 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,13 +28,39 @@ from vae_format.atomic import save_npy
 from . import __version__
 from .engines import DEFAULT_ENGINE, ENGINES
 from .errors import InputError, VAEError
-from .outputs import reconstruction_rows, save_grid
-from .sources import ImageSource, open_images
-from .streaming import embed_to_npy
+from .jobs import (
+    GENERATED_KEYS,
+    drain,
+    embed_results,
+    embed_schema,
+    generate_results,
+    image_schema,
+    ood_results,
+    reconstruct_results,
+    score_results,
+    score_schema,
+)
+from .names import display_name
+from .outputs import save_grid
+from .records import ImageSource, ResultBatch, Schema
+from .reporting import notes, progress, report, source_facts
+from .sources import open_images
 from .vae import VAE
+from .writers import (
+    GRID_MAX,
+    STDOUT,
+    STDOUT_FORMATS,
+    GridWriter,
+    PngDirWriter,
+    Writer,
+    open_writer,
+    output_format,
+)
+from .writers.images import ReconstructionGridWriter
 
 PROG = "vae-run"
 EXIT_USAGE = 2
+RECONSTRUCT_GRID = 32  # originals in a reconstruction grid unless asked for more
 
 
 # ---- shared options -------------------------------------------------------------------------
@@ -86,10 +112,45 @@ def input_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--skip-bad",
         action="store_true",
-        help="in a folder, skip files that are not readable images (default: fail)",
+        help="skip files (or table rows) that are not readable images (default: fail)",
+    )
+    group.add_argument(
+        "-r", "--recursive", action="store_true", help="read subfolders of input folders too"
+    )
+    group.add_argument("--column", metavar="NAME", help="Parquet: the image column")
+    group.add_argument(
+        "--id-column", metavar="NAME", help="Parquet: a column of ids to carry to the outputs"
     )
     group.add_argument("--batch-size", type=positive_int, default=256, metavar="N")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parent
+
+
+def output_options(default_format: str, required: bool = False) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("output")
+    group.add_argument(
+        "--out",
+        action="append",
+        default=[],
+        required=required,
+        metavar="FILE",
+        help="output file, repeatable; the format follows the name: .npy .npz .jsonl .csv "
+        ".parquet (.png: a grid of images); - is standard output",
+    )
+    group.add_argument(
+        "--format",
+        choices=STDOUT_FORMATS,
+        help=f"format of --out - (default {default_format})",
+    )
+    group.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return parent
+
+
+def common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-q", "--quiet", action="store_true", help="print no summary")
+    parent.add_argument("-v", "--verbose", action="store_true", help="print more detail")
     return parent
 
 
@@ -105,92 +166,258 @@ def load_vae(args: argparse.Namespace) -> VAE:
     )
 
 
-def open_input(args: argparse.Namespace, path: str) -> ImageSource:
-    return open_images(path, invert=args.invert, skip_bad=args.skip_bad)
+def open_input(args: argparse.Namespace, paths: str | list[str]) -> ImageSource:
+    return open_images(
+        paths,
+        invert=args.invert,
+        skip_bad=args.skip_bad,
+        recursive=getattr(args, "recursive", False),
+        column=getattr(args, "column", None),
+        id_column=getattr(args, "id_column", None),
+    )
 
 
-@contextmanager
-def progress(args: argparse.Namespace, total: int, desc: str) -> Iterator[Any]:
-    from tqdm import tqdm  # lazy: only the streaming commands draw a bar
+def open_outputs(
+    args: argparse.Namespace,
+    schema: Schema,
+    paths: list[str],
+    *,
+    expected: int | None,
+    default_format: str,
+    per_file: bool = False,
+    grid: type[GridWriter] = GridWriter,
+) -> list[Writer]:
+    """A writer per output, opened before any work (a bad path fails at once)."""
+    if sum(p == STDOUT for p in paths) > 1:
+        raise InputError("--out -: standard output can take one output only")
+    if args.format and STDOUT not in paths:
+        raise InputError("--format applies to --out - only; files take their name's format")
+    writers: list[Writer] = []
+    try:
+        for path in paths:
+            fmt = (args.format or default_format) if path == STDOUT else None
+            if output_format(path, fmt) == "png" and hasattr(args, "grid_max"):
+                writers.append(grid(path, schema, nrow=args.nrow, limit=args.grid_max))
+            else:
+                writers.append(
+                    open_writer(path, schema, fmt=fmt, expected=expected, with_sidecar=per_file)
+                )
+    except BaseException as exc:
+        for w in writers:
+            w.abort(exc)
+        raise
+    return writers
 
-    enabled = not getattr(args, "no_progress", True) and sys.stderr.isatty()
-    with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not enabled) as bar:
-        yield bar
+
+def exact_count(args: argparse.Namespace, source: ImageSource) -> int | None:
+    """The number of images the source will give, when it is known in advance (not for
+    a stream, nor where files may be skipped)."""
+    return None if source.count < 0 or args.skip_bad else source.count
 
 
-def report_skipped(source: ImageSource) -> None:
-    if source.skipped:
-        print(f"{PROG}: skipped {len(source.skipped)} unreadable file(s):", file=sys.stderr)
-        for path, _reason in source.skipped[:10]:
-            print(f"  {path}", file=sys.stderr)
+def wrote_lines(writers: list[Writer], total: int, what: str, unit: str) -> list[str]:
+    lines = []
+    for w in writers:
+        if isinstance(w, GridWriter):
+            extra = ""
+            if w.shown < total:
+                extra = f" (the first {w.shown} of {total}; --grid-max sets how many)"
+            lines.append(f"wrote {w.name}: a grid of {w.shown} {what}{extra}")
+        elif isinstance(w, PngDirWriter):
+            lines.append(f"wrote {w.rows} PNG files to {w.name}")
+        else:
+            lines.append(f"wrote {w.name}: {w.rows} {unit}")
+    return lines
+
+
+def outputs_json(writers: list[Writer]) -> list[dict[str, Any]]:
+    facts = []
+    for w in writers:
+        fact: dict[str, Any] = {"path": w.name, "rows": w.rows}
+        if isinstance(w, GridWriter):
+            fact["grid_images"] = w.shown
+        facts.append(fact)
+    return facts
+
+
+def model_line(vae: VAE) -> str:
+    facts = vae.runs_on
+    return f"model {vae.info['name']} ({vae.info['model_dir']}), {facts.get('backend')}"
 
 
 # ---- subcommands ----------------------------------------------------------------------------
 
 
+def add_grid_options(p: argparse.ArgumentParser, grid_max: int) -> None:
+    p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
+    p.add_argument(
+        "--grid-max",
+        type=positive_int,
+        default=grid_max,
+        metavar="N",
+        help=f"most images in a .png grid (default {grid_max})",
+    )
+    p.add_argument("--out-dir", type=Path, metavar="DIR", help="one PNG per image, with a sidecar")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "uint8"),
+        default="float32",
+        help="images in arrays and tables: float32 in [0, 1] or uint8 pixels",
+    )
+
+
 def add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=positive_int, default=64, help="number of images (default 64)")
     p.add_argument("--seed", type=seed_int, default=0, help="default 0")
-    p.add_argument("--out", type=Path, help="PNG grid to write")
-    p.add_argument("--npy", type=Path, help=".npy file for the (n, 1, 28, 28) float32 images")
-    p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
+    p.add_argument(
+        "--start",
+        type=seed_int,
+        default=0,
+        metavar="I",
+        help="first image index: images I..I+n-1 of the seed, the same in any split",
+    )
+    p.add_argument("--npy", action="append", default=[], metavar="FILE", help="= --out FILE.npy")
+    p.add_argument("--batch-size", type=positive_int, default=256, metavar="N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_grid_options(p, GRID_MAX)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if args.out is None and args.npy is None:
-        raise InputError("nothing to write: give --out grid.png and/or --npy images.npy")
-    images = load_vae(args).generate(args.n, seed=args.seed)
-    _write_images(images, args.out, args.npy, args.nrow)
+    outs = [*args.out, *map(str, args.npy)]
+    if not outs and args.out_dir is None:
+        raise InputError("nothing to write: give --out (grid.png, images.npy, ...) or --out-dir")
+    vae = load_vae(args)
+    schema = image_schema(GENERATED_KEYS, args.dtype, status=False)
+    writers = open_outputs(args, schema, outs, expected=args.n, default_format="npy")
+    if args.out_dir is not None:
+        writers.append(PngDirWriter(args.out_dir, schema, first=args.start))
+    started = time.perf_counter()
+    results = generate_results(vae, args.n, args.seed, args.start, args.batch_size)
+    with progress(args, args.n, "generate") as bar:
+        drain(results, writers, bar.update)
+    last = args.start + args.n - 1
+    summary = {
+        "command": "generate",
+        "images": args.n,
+        "seed": args.seed,
+        "first_index": args.start,
+        "last_index": last,
+        "dtype": args.dtype,
+        "outputs": outputs_json(writers),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    lines = [f"generated {args.n} images (seed {args.seed}, indices {args.start}..{last})"]
+    if args.verbose:
+        lines.append(model_line(vae))
+    report(args, summary, lines + wrote_lines(writers, args.n, "images", "images"))
     return 0
 
 
-def _write_images(images: np.ndarray, out: Path | None, npy: Path | None, nrow: int) -> None:
-    if out is not None:
-        save_grid(images, out, nrow=nrow)
-        print(f"wrote {out}")
-    if npy is not None:
-        save_npy(npy, images)
-        print(f"wrote {npy}")
-
-
 def add_embed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="image file, folder of images, IDX file (.gz or raw) or .npy")
-    p.add_argument("--out", type=Path, required=True, help=".npy file for the (N, L) embeddings")
+    p.add_argument(
+        "input",
+        nargs="+",
+        help="image files, folders, IDX files (.gz or raw), .npy, Parquet, or - (stdin)",
+    )
+    p.add_argument("--logvar", action="store_true", help="also write logvar (npz, tables)")
 
 
 def run_embed(args: argparse.Namespace) -> int:
     source = open_input(args, args.input)
     vae = load_vae(args)
+    schema = embed_schema(source, vae.latent_dim, args.logvar)
+    writers = open_outputs(
+        args,
+        schema,
+        args.out,
+        expected=exact_count(args, source),
+        default_format="jsonl",
+        per_file=source.per_file,
+    )
+    started = time.perf_counter()
     with progress(args, source.count, "embed") as bar:
-        written = embed_to_npy(
-            vae, source, args.out, batch_size=args.batch_size, progress=bar.update
-        )
-    report_skipped(source)
-    print(f"wrote {args.out}: {written} embeddings of size {vae.latent_dim}")
+        rows = drain(embed_results(vae, source, args.batch_size, args.logvar), writers, bar.update)
+    embedded = rows - len(source.skipped)
+    summary = {
+        "command": "embed",
+        "rows": rows,
+        "embedded": embedded,
+        "latent_dim": vae.latent_dim,
+        **source_facts(source),
+        "outputs": outputs_json(writers),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    notes(args, source)
+    lines = [f"embedded {embedded} of {rows} images (latent size {vae.latent_dim})"]
+    if args.verbose:
+        lines.append(model_line(vae))
+    report(
+        args,
+        summary,
+        lines + wrote_lines(writers, embedded, "rows", f"embeddings of size {vae.latent_dim}"),
+    )
     return 0
 
 
 def add_reconstruct(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="image file, folder of images, IDX file or .npy")
-    p.add_argument("--out", type=Path, help="PNG grid: rows of originals above reconstructions")
-    p.add_argument("--npy", type=Path, help=".npy file for the reconstructions")
-    p.add_argument("--n", type=positive_int, default=32, help="use the first n images (32)")
-    p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
+    p.add_argument("input", nargs="+", help="image files, folders, IDX, .npy, Parquet or -")
+    p.add_argument("--npy", action="append", default=[], metavar="FILE", help="= --out FILE.npy")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        metavar="N",
+        help="use the first N images (default: all, or just the grid's worth when only a "
+        ".png grid is written)",
+    )
+    add_grid_options(p, RECONSTRUCT_GRID)
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    if args.out is None and args.npy is None:
-        raise InputError("nothing to write: give --out grid.png and/or --npy recon.npy")
+    outs = [*args.out, *map(str, args.npy)]
+    if not outs and args.out_dir is None:
+        raise InputError("nothing to write: give --out grid.png, --out recon.npy or --out-dir")
     source = open_input(args, args.input)
     vae = load_vae(args)
-    x = source.read(limit=args.n)
-    if not len(x):
-        raise InputError(f"{args.input}: holds no images")
-    recon = vae.reconstruct(x)
-    report_skipped(source)
-    # Each row of originals above the row of their reconstructions.
-    _write_images(reconstruction_rows(x, recon, args.nrow), args.out, None, args.nrow)
-    _write_images(recon, None, args.npy, args.nrow)
+    only_grids = args.out_dir is None and all(
+        o != STDOUT and Path(o).suffix.lower() == ".png" for o in outs
+    )
+    limit = args.n if args.n is not None else (args.grid_max if only_grids else None)
+    schema = image_schema(source.keys, args.dtype, status=True)
+    expected = exact_count(args, source)
+    if expected is not None and limit is not None:
+        expected = min(expected, limit)
+    writers = open_outputs(
+        args,
+        schema,
+        outs,
+        expected=expected,
+        default_format="npy",
+        per_file=source.per_file,
+        grid=ReconstructionGridWriter,
+    )
+    if args.out_dir is not None:
+        writers.append(PngDirWriter(args.out_dir, schema))
+    total = source.count if limit is None else min(limit, max(source.count, 0))
+    with progress(args, total, "reconstruct") as bar:
+        rows = drain(reconstruct_results(vae, source, args.batch_size, limit), writers, bar.update)
+    used = rows - len(source.skipped)
+    if not used:
+        raise InputError(f"{source.name}: holds no images")
+    of = f" of {source.count}" if source.count >= 0 and source.count != used else ""
+    summary = {
+        "command": "reconstruct",
+        "used": used,
+        "available": source.count,
+        **source_facts(source),
+        "outputs": outputs_json(writers),
+    }
+    notes(args, source)
+    lines = [f"reconstructed {used}{of} images"]
+    report(
+        args,
+        summary,
+        lines + wrote_lines(writers, used, "originals over reconstructions", "reconstructions"),
+    )
     return 0
 
 
@@ -200,6 +427,7 @@ def add_interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=10, help="images, ends included (10)")
     p.add_argument("--out", type=Path, help="PNG strip")
     p.add_argument("--npy", type=Path, help=".npy file for the (steps, 1, 28, 28) images")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
@@ -208,17 +436,25 @@ def run_interpolate(args: argparse.Namespace) -> int:
     a = open_input(args, args.a).read()
     b = open_input(args, args.b).read()
     images = load_vae(args).interpolate(a, b, steps=args.steps)
-    _write_images(images, args.out, args.npy, nrow=args.steps)
+    wrote = []
+    if args.out is not None:
+        save_grid(images, args.out, nrow=args.steps)
+        wrote.append(args.out)
+    if args.npy is not None:
+        save_npy(args.npy, images)
+        wrote.append(args.npy)
+    names = [display_name(p) for p in wrote]
+    summary = {"command": "interpolate", "steps": args.steps, "outputs": names}
+    report(args, summary, [f"wrote {n}" for n in names])
     return 0
 
 
 def add_score(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="image file, folder of images, IDX file or .npy")
+    p.add_argument("input", nargs="+", help="image files, folders, IDX, .npy, Parquet or -")
     p.add_argument(
         "--k", type=positive_int, default=1, help="importance samples (1: negative ELBO)"
     )
     p.add_argument("--seed", type=seed_int, default=0, help="default 0")
-    p.add_argument("--out", type=Path, help=".npy file for the per-image scores (float64)")
     p.add_argument(
         "--ood",
         action="store_true",
@@ -241,28 +477,109 @@ def run_score(args: argparse.Namespace) -> int:
     source = open_input(args, args.input)
     vae = load_vae(args)
     limit = vae.ood_threshold(fpr) if args.ood else None  # refused before any work
-    rng = np.random.default_rng(args.seed)  # one stream across batches: batch size is moot
-    parts = []
+    column = "ood_score" if args.ood else "score"
+    writers = open_outputs(
+        args,
+        score_schema(source, column),
+        args.out,
+        expected=exact_count(args, source),
+        default_format="jsonl",
+        per_file=source.per_file,
+    )
+    total, count, kept = 0.0, 0, []
+
+    def scored(results: Iterator[ResultBatch]) -> Iterator[ResultBatch]:
+        nonlocal total, count
+        for batch in results:
+            values = batch.values[column]
+            total += float(values.sum())
+            count += len(values)
+            if args.ood:  # for the median and the count above the threshold
+                kept.append(values)
+            yield batch
+
+    results = (
+        ood_results(vae, source, args.batch_size)
+        if args.ood
+        else score_results(vae, source, args.batch_size, args.k, args.seed)
+    )
     with progress(args, source.count, "score") as bar:
-        for batch in source.batches(args.batch_size):
-            parts.append(vae.ood_score(batch) if args.ood else vae.score(batch, k=args.k, rng=rng))
-            bar.update(len(batch))
-    report_skipped(source)
-    scores = np.concatenate(parts) if parts else np.zeros(0)
-    if not len(scores):
-        raise InputError(f"{args.input}: holds no images")
-    if args.out is not None:
-        save_npy(args.out, scores)
+        rows = drain(scored(results), writers, bar.update)
+    if not count:
+        raise InputError(f"{source.name}: holds no images")
     if limit is not None:
+        scores = np.concatenate(kept)
         flagged = int((scores > limit).sum())
-        print(
-            f"out of distribution: {flagged} of {len(scores)} images (ood score above "
-            f"{limit:.3f}, the threshold at FPR {fpr:g}); median score "
-            f"{np.median(scores):.3f}"
+        summary = {
+            "command": "score",
+            "ood": True,
+            "fpr": fpr,
+            "threshold": limit,
+            "flagged": flagged,
+            "median": float(np.median(scores)),
+            "images": count,
+            "rows": rows,
+            **source_facts(source),
+            "outputs": outputs_json(writers),
+        }
+        notes(args, source)
+        line = (
+            f"out of distribution: {flagged} of {count} images (ood score above "
+            f"{limit:.3f}, the threshold at FPR {fpr:g}); median score {np.median(scores):.3f}"
         )
+        report(args, summary, [line, *wrote_lines(writers, count, "rows", "OOD scores")])
         return 0
     what = "negative ELBO" if args.k == 1 else f"importance-weighted bound (k={args.k})"
-    print(f"mean {what}: {scores.mean():.4f} nats over {len(scores)} images")
+    summary = {
+        "command": "score",
+        "bound": "negative_elbo" if args.k == 1 else "iw_bound",
+        "k": args.k,
+        "mean": total / count,
+        "images": count,
+        "rows": rows,
+        **source_facts(source),
+        "outputs": outputs_json(writers),
+    }
+    notes(args, source)
+    lines = [f"mean {what}: {total / count:.4f} nats over {count} images"]
+    report(args, summary, lines + wrote_lines(writers, count, "rows", "scores"))
+    return 0
+
+
+def add_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from .catalog import list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print("no shipped models found")
+        return 0
+    header = f"{'name':24} {'arch':5} {'latent':>6} {'dataset':14} {'size':>8} "
+    print(header + f"{'test nELBO':>10} {'IW bound':>9} {'5-NN':>7}  variants")
+    for m in models:
+        if "error" in m:
+            print(f"{m['name']:24} damaged: {m['error']}")
+            continue
+        q = m["quality"]
+        nelbo = f"{q['test_nelbo']:.2f}" if "test_nelbo" in q else "-"
+        iw = f"{q['test_iw_bound']:.2f}" if "test_iw_bound" in q else "-"
+        knn = f"{100 * q['knn_accuracy']:.2f}%" if "knn_accuracy" in q else "-"
+        variants = ", ".join(f"{v} ({m['variant_bytes'][v] / 1e6:.1f} MB)" for v in m["variants"])
+        name = m["name"] + (" *" if m["default"] else "")
+        print(
+            f"{name:24} {m['arch']:5} {m['latent_dim']:>6} {m['dataset'] or '-':14} "
+            f"{m['bytes'] / 1e6:>5.1f} MB {nelbo:>10} {iw:>9} {knn:>7}  {variants or '-'}"
+        )
+    if args.verbose:
+        for m in models:
+            print(f"{m['name']}: {m['directory']}")
+    print('* the default model; load any by name: VAE("NAME") or vae-run --model NAME')
     return 0
 
 
@@ -451,7 +768,8 @@ def run_web(args: argparse.Namespace) -> int:
 class Subcommand(NamedTuple):
     name: str
     help: str
-    groups: tuple[str, ...]  # shared option groups: "model", "input"
+    # shared option groups: "model", "input", "output:<format of --out ->[:required]"
+    groups: tuple[str, ...]
     add: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
 
@@ -459,10 +777,26 @@ class Subcommand(NamedTuple):
 MODEL = ("model",)
 MODEL_INPUT = ("model", "input")
 SUBCOMMANDS = [
-    Subcommand("generate", "decode samples of the prior", MODEL, add_generate, run_generate),
-    Subcommand("embed", "write the embeddings (mu) of images", MODEL_INPUT, add_embed, run_embed),
     Subcommand(
-        "reconstruct", "encode and decode images", MODEL_INPUT, add_reconstruct, run_reconstruct
+        "generate",
+        "decode samples of the prior (any number, shard-stable)",
+        ("model", "output:npy"),
+        add_generate,
+        run_generate,
+    ),
+    Subcommand(
+        "embed",
+        "write the embeddings (mu) of images, each row with its source",
+        ("model", "input", "output:jsonl:required"),
+        add_embed,
+        run_embed,
+    ),
+    Subcommand(
+        "reconstruct",
+        "encode and decode images",
+        ("model", "input", "output:npy"),
+        add_reconstruct,
+        run_reconstruct,
     ),
     Subcommand(
         "interpolate",
@@ -474,11 +808,12 @@ SUBCOMMANDS = [
     Subcommand(
         "score",
         "per-image negative ELBO in nats, or the out-of-distribution score (--ood)",
-        MODEL_INPUT,
+        ("model", "input", "output:jsonl"),
         add_score,
         run_score,
     ),
     Subcommand("info", "describe the model and the providers in use", MODEL, add_info, run_info),
+    Subcommand("models", "list the shipped models", (), add_models, run_models),
     Subcommand(
         "evaluate",
         "test negative ELBO, IW bound, k-NN accuracy, OOD AUROC",
@@ -497,22 +832,31 @@ SUBCOMMANDS = [
 ]
 
 
+def _parents(groups: tuple[str, ...]) -> list[argparse.ArgumentParser]:
+    parents = [common_options()]
+    for group in groups:
+        if group.startswith("output:"):
+            _, fmt, *required = group.split(":")
+            parents.append(output_options(fmt, required=bool(required)))
+        else:
+            parents.append({"model": model_options, "input": input_options}[group]())
+    return parents
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Run an exported vae-onnx model.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    shared = {"model": model_options(), "input": input_options()}
     for name, help_text, groups, add, run in SUBCOMMANDS:
-        p = sub.add_parser(
-            name, help=help_text, description=help_text, parents=[shared[g] for g in groups]
-        )
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=_parents(groups))
         add(p)
         p.set_defaults(run=run)
     return parser
 
 
 def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
+    """One printable line, whatever file names the message holds (escaped)."""
+    return display_name(" ".join(str(message).split()))
 
 
 def _show_warning(

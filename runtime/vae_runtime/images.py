@@ -8,14 +8,16 @@ image is actually read.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from .errors import InputError
+from .names import display_name
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -48,30 +50,40 @@ def is_pil(obj: Any) -> bool:
 
 def load_image(path: str | os.PathLike[str], invert: bool = False) -> np.ndarray:
     """One image file as float32 (28, 28) in [0, 1]; any Pillow-readable format and size."""
+    path = Path(path)
+    return _decode(path, display_name(path), invert)
+
+
+def decode_image(data: bytes, where: str, invert: bool = False) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) as :func:`load_image` reads a file; ``where``
+    names them in errors (e.g. a table row)."""
+    return _decode(io.BytesIO(data), where, invert)
+
+
+def _decode(file: Path | BinaryIO, where: str, invert: bool) -> np.ndarray:
     from PIL import Image
 
-    path = Path(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             # JPEG can decode at 1/2..1/8 scale: a huge photo never exists at full size.
             if image.mode in ("RGB", "L", "YCbCr"):
                 image.draft("L", _draft_size(image.size))
-            return image_to_array(image, invert=invert, where=str(path))
+            return image_to_array(image, invert=invert, where=where)
     except InputError:
         raise
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{where}: no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not an image file") from None
+        raise InputError(f"{where}: is a directory, not an image file") from None
     except Image.DecompressionBombError as exc:
         raise InputError(
-            f"{path}: refused as a possible decompression bomb ({exc}); "
+            f"{where}: refused as a possible decompression bomb ({exc}); "
             "Pillow's Image.MAX_IMAGE_PIXELS limit applies"
         ) from None
     except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file (Pillow cannot identify it)") from None
+        raise InputError(f"{where}: not an image file (Pillow cannot identify it)") from None
     except Exception as exc:  # any decoder failure on untrusted bytes is a bad input file
-        raise InputError(f"{path}: cannot decode image ({_reason(exc)})") from None
+        raise InputError(f"{where}: cannot decode image ({_reason(exc)})") from None
 
 
 def _reason(exc: BaseException) -> str:

@@ -26,20 +26,39 @@ from vae_format.manifest import Manifest
 
 from .engines.base import GraphRunner, TensorInfo
 from .errors import ModelFormatError
+from .names import display_name
 
 DEFAULT_MODEL_NAME = "mnist-conv-z20"
 ENV_MODEL = "VAE_ONNX_MODEL"
 
-# Where the default model is looked for, after $VAE_ONNX_MODEL: inside the installed package
-# (the wheel copies it there), then in the source checkout (editable installs).
-PACKAGED_MODEL = Path(__file__).resolve().parent / "default_model"
-REPO_MODEL = Path(__file__).resolve().parents[2] / "artifacts" / DEFAULT_MODEL_NAME
+# Where shipped models are looked for by name: inside the installed package (the wheel
+# copies every artifacts/<name>/ there), then in the source checkout (editable installs).
+PACKAGED_MODELS = Path(__file__).resolve().parent / "models"
+REPO_MODELS = Path(__file__).resolve().parents[2] / "artifacts"
+PACKAGED_MODEL = PACKAGED_MODELS / DEFAULT_MODEL_NAME
+REPO_MODEL = REPO_MODELS / DEFAULT_MODEL_NAME
+
+
+def model_roots() -> list[Path]:
+    """The folders holding shipped models, in search order."""
+    return [PACKAGED_MODELS, REPO_MODELS]
+
+
+def shipped_model(name: str) -> Path | None:
+    """The directory of the shipped model ``name``, or None. A plain name only (no
+    separators, no leading dot), so a name can never reach outside the model folders."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    for root in model_roots():
+        if (root / name / MANIFEST_FILE).is_file():
+            return root / name
+    return None
 
 
 def resolve_model_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The model directory to load: ``path``; else $VAE_ONNX_MODEL; else the default model.
-
-    A path to a manifest.json file stands for its folder.
+    """The model directory to load: ``path`` (a directory, its manifest.json, or the name
+    of a shipped model such as "mnist-mlp-z20"); else $VAE_ONNX_MODEL; else the default
+    model. An existing directory wins over a shipped model of the same name.
     """
     if path is None:
         env = os.environ.get(ENV_MODEL)
@@ -60,8 +79,24 @@ def resolve_model_dir(path: str | os.PathLike[str] | None = None) -> Path:
     if directory.name == MANIFEST_FILE and directory.is_file():
         directory = directory.parent
     if not directory.is_dir():
-        raise ModelFormatError(f"{directory}: model directory does not exist")
+        shipped = shipped_model(os.fspath(path))
+        if shipped is not None:
+            return shipped
+        names = ", ".join(sorted(shipped_models())) or "none found"
+        raise ModelFormatError(
+            f"{display_name(directory)}: model directory does not exist (shipped models: {names})"
+        )
     return directory
+
+
+def shipped_models() -> dict[str, Path]:
+    """Every shipped model by name (the packaged copy first)."""
+    found: dict[str, Path] = {}
+    for root in model_roots():
+        if root.is_dir():
+            for manifest in sorted(root.glob(f"*/{MANIFEST_FILE}")):
+                found.setdefault(manifest.parent.name, manifest.parent)
+    return found
 
 
 def check_graph(runner: GraphRunner, spec: GraphSpec, manifest: Manifest, path: Path) -> None:

@@ -15,7 +15,13 @@ from .arguments import checked_int
 from .errors import InputError
 from .sources import Images, as_images
 
-__all__ = ["make_grid", "reconstruction_rows", "save_grid", "save_npy"]
+__all__ = [
+    "make_grid",
+    "reconstruction_rows",
+    "save_grid",
+    "save_npy",
+    "save_reconstruction_grid",
+]
 
 
 def make_grid(images: Images, nrow: int = 8, pad: int = 2) -> np.ndarray:
@@ -41,10 +47,24 @@ def save_grid(images: Images, path: str | os.PathLike[str], nrow: int = 8, pad: 
 
 def reconstruction_rows(
     originals: np.ndarray, reconstructions: np.ndarray, nrow: int
-) -> np.ndarray:
-    """Each row of ``nrow`` originals followed by the row of their reconstructions, ready
-    for :func:`save_grid` with the same ``nrow``."""
+) -> tuple[np.ndarray, int]:
+    """Rows of originals, each above the row of their reconstructions, and the grid's
+    column count: ``min(nrow, N)``. A short last row is padded with blank (black) images,
+    so every reconstruction sits right under its original."""
+    x = as_images(originals)
+    r = as_images(reconstructions)
+    cols = min(checked_int(nrow, "nrow"), max(1, len(x)))
     rows = []
-    for start in range(0, len(originals), nrow):
-        rows += [originals[start : start + nrow], reconstructions[start : start + nrow]]
-    return np.concatenate(rows)
+    for start in range(0, len(x), cols):
+        for part in (x[start : start + cols], r[start : start + cols]):
+            blank = np.zeros((cols - len(part), *part.shape[1:]), np.float32)
+            rows += [part, blank]
+    return np.concatenate(rows), cols
+
+
+def save_reconstruction_grid(
+    originals: Images, reconstructions: Images, path: str | os.PathLike[str], nrow: int = 8
+) -> Path:
+    """A PNG grid: rows of at most ``nrow`` originals, each above their reconstructions."""
+    images, cols = reconstruction_rows(as_images(originals), as_images(reconstructions), nrow)
+    return save_grid(images, path, nrow=cols)

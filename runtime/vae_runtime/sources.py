@@ -1,38 +1,50 @@
 """Where images come from: :func:`as_images` turns anything the public API accepts (an
 array, a PIL image, a path, or a list of those) into the encoder's input, and
-:func:`open_images` opens a path as a stream of image batches: an image file, a folder of
-images, an IDX file (gz or raw) or a .npy array. Batches are read lazily, so a source of
-any length can be embedded or scored in bounded memory.
+:func:`open_images` opens paths as a stream of image batches: image files, folders of
+images, IDX files (gz or raw), .npy arrays, Parquet tables and standard input (``-``).
+Batches are read lazily, so a source of any length is embedded or scored in bounded memory,
+and each batch says which file (and which image within it) every row came from.
 
-Folders: the regular files directly inside it, in sorted name order; hidden files (".*")
-and subfolders are ignored. A file that is not a readable image fails the whole run
-(default) or, with ``skip_bad=True``, is skipped and recorded in ``ImageSource.skipped``.
+Folders: their image files in natural order (:mod:`vae_runtime.folders`), subfolders with
+``recursive=True``. A file that is not a readable image fails the whole run (default) or,
+with ``skip_bad=True``, is skipped: its row carries the reason and ``ImageSource.skipped``
+lists it.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 import numpy as np
 
 from vae_format.errors import DataFileError
-from vae_format.idx import iter_idx_images, looks_like_idx, read_idx_header
+from vae_format.idx import GZIP_MAGIC, iter_idx_images, iter_idx_stream, read_idx_header
 
 from .arrays import array_to_images, shape_problem
 from .errors import InputError
-from .images import image_to_array, is_pil, load_image
+from .folders import list_folder
+from .images import decode_image, image_to_array, is_pil, load_image
+from .names import data_name, display_name
+from .records import ImageSource, SourceBatch, uniform_rows
+from .streams import Prefixed, read_npy_header
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 NPY_MAGIC = b"\x93NUMPY"
+PARQUET_MAGIC = b"PAR1"
+STDIN = "-"
+LIST_HINT = " (skip such files with skip_bad=True, or --skip-bad on the command line)"
+STDIN_IMAGE_LIMIT = 1 << 28  # one encoded image read from stdin: at most 256 MiB
 
 # What the public API accepts as images: an array, a PIL image, a path, or a list of those.
 Images: TypeAlias = "np.ndarray | PILImage.Image | str | os.PathLike[str] | Sequence[Any]"
+Paths: TypeAlias = "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]"
 
 
 def as_images(images: Images, invert: bool = False) -> np.ndarray:
@@ -51,65 +63,90 @@ def as_images(images: Images, invert: bool = False) -> np.ndarray:
     return array_to_images(images, invert)
 
 
+def is_paths(images: Any) -> bool:
+    """True for a path or a non-empty list of paths: what :func:`open_images` streams."""
+    if isinstance(images, (str, os.PathLike)):
+        return True
+    return (
+        isinstance(images, (list, tuple))
+        and bool(images)
+        and all(isinstance(i, (str, os.PathLike)) for i in images)
+    )
+
+
 def _is_file_like(obj: Any) -> bool:
     return isinstance(obj, (str, os.PathLike)) or is_pil(obj)
 
 
-@dataclass
-class ImageSource:
-    """Images behind a path. ``count`` is known before reading (for a folder with
-    ``skip_bad`` it is an upper bound); ``skipped`` lists (file, reason) once read."""
-
-    path: Path
-    kind: str  # "image", "folder", "idx" or "npy"
-    count: int
-    _batches: Callable[[int], Iterator[np.ndarray]] = field(repr=False)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-    def batches(self, batch_size: int = 256) -> Iterator[np.ndarray]:
-        """Yield float32 arrays (n, 1, 28, 28), n <= batch_size, in order."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        return self._batches(batch_size)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        """Batches of 256, so a source can be handed to ``VAE.embed_iter`` as it is."""
-        return self.batches()
-
-    def read(self, limit: int | None = None) -> np.ndarray:
-        """All images at once (or the first ``limit``), float32 (N, 1, 28, 28)."""
-        chunks, have = [], 0
-        for batch in self.batches(4096 if limit is None else max(1, min(limit, 4096))):
-            chunks.append(batch if limit is None else batch[: limit - have])
-            have += len(chunks[-1])
-            if limit is not None and have >= limit:
-                break
-        if not chunks:
-            return np.zeros((0, 1, 28, 28), np.float32)
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-
-
 def open_images(
-    path: str | os.PathLike[str], invert: bool = False, skip_bad: bool = False
+    path: Paths,
+    invert: bool = False,
+    skip_bad: bool = False,
+    *,
+    recursive: bool = False,
+    column: str | None = None,
+    id_column: str | None = None,
 ) -> ImageSource:
-    """An :class:`ImageSource` for ``path``, whose kind is told by content, not by name."""
+    """An :class:`ImageSource` for ``path`` (or several paths, read one after the other);
+    a file's kind is told by its content, not its name. ``-`` is standard input (an image,
+    an IDX stream or a .npy). ``column`` / ``id_column``: for a Parquet table, the image
+    column (default: the only one that can hold images) and a column of ids to carry to
+    the outputs (needs the ``parquet`` extra)."""
+    if isinstance(path, (list, tuple)):
+        return _many(list(path), invert, skip_bad, recursive, column, id_column)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"expected a path or a list of paths, got {type(path).__name__}")
+    if os.fspath(path) == STDIN:
+        return _stdin(invert)
     path = Path(path)
     if path.is_dir():
-        return _folder(path, invert, skip_bad)
+        return _folder(path, invert, skip_bad, recursive)
+    kind = _sniff(path)
+    if kind == "npy":
+        return _npy(path, invert)
+    if kind == "idx":
+        return _idx(path, invert)
+    if kind == "parquet":
+        from .tables import open_parquet
+
+        return open_parquet(path, column, id_column, invert=invert, skip_bad=skip_bad)
+    return _files([path], invert, skip_bad, path, "image")
+
+
+def _sniff(path: Path) -> str:
+    """ "npy", "idx", "parquet" or "image" (anything else), from the first bytes."""
+    where = display_name(path)
     if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
+        raise InputError(f"{where}: no such file or directory")
     if not path.is_file():
-        raise InputError(f"{path}: not a regular file")
+        raise InputError(f"{where}: not a regular file")
     try:
         with open(path, "rb") as f:
             head = f.read(len(NPY_MAGIC))
+            if head[:2] == GZIP_MAGIC:  # gzip holds IDX or nothing we read
+                f.seek(0)
+                with gzip.GzipFile(fileobj=f) as g:
+                    return "idx" if _kind(_safe_read(g, 4)) == "idx" else "image"
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if head == NPY_MAGIC:
-        return _npy(path, invert)
-    if looks_like_idx(path):
-        return _idx(path, invert)
-    return ImageSource(path, "image", 1, lambda bs: iter([load_image(path, invert)[None, None]]))
+        raise InputError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    return _kind(head)
+
+
+def _safe_read(f: Any, n: int) -> bytes:
+    try:
+        return bytes(f.read(n))
+    except (OSError, EOFError):  # not gzip after all
+        return b""
+
+
+def _kind(head: bytes) -> str:
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    if len(head) >= 4 and head[:2] == b"\x00\x00" and head[3] in (1, 2, 3, 4):
+        return "idx"
+    return "image"
 
 
 def _idx(path: Path, invert: bool) -> ImageSource:
@@ -117,69 +154,202 @@ def _idx(path: Path, invert: bool) -> ImageSource:
         count = read_idx_header(path).count
     except DataFileError as exc:
         raise InputError(str(exc)) from None
+    name = data_name(path)
 
-    def batches(bs: int) -> Iterator[np.ndarray]:
+    def rows(bs: int) -> Iterator[SourceBatch]:
+        start = 0
         try:
             for chunk in iter_idx_images(path, bs):
-                yield array_to_images(chunk, invert)
+                yield uniform_rows(array_to_images(chunk, invert), name, start)
+                start += len(chunk)
         except DataFileError as exc:  # the runtime's callers catch InputError
             raise InputError(str(exc)) from None
 
-    return ImageSource(path, "idx", count, batches)
+    return ImageSource(path, "idx", count, rows)
 
 
 def _npy(path: Path, invert: bool) -> ImageSource:
+    where = display_name(path)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+        raise InputError(f"{where}: not a readable .npy array ({exc})") from None
     # Check shape and dtype now, so a bad file fails before any work is done.
     problem = shape_problem(array.shape)
     if problem:
-        raise InputError(f"{path}: {problem}")
+        raise InputError(f"{where}: {problem}")
     if array.shape == (28, 28):
         array = array[None]
     try:
         array_to_images(array[:0])
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{where}: {exc}") from None
+    name = data_name(path)
 
-    def batches(bs: int) -> Iterator[np.ndarray]:
+    def rows(bs: int) -> Iterator[SourceBatch]:
         for start in range(0, len(array), bs):
             try:
-                yield array_to_images(np.asarray(array[start : start + bs]), invert)
+                images = array_to_images(np.asarray(array[start : start + bs]), invert)
             except InputError as exc:
-                raise InputError(f"{path}: images {start}..{start + bs - 1}: {exc}") from None
+                raise InputError(f"{where}: images {start}..{start + bs - 1}: {exc}") from None
+            yield uniform_rows(images, name, start)
 
-    return ImageSource(path, "npy", len(array), batches)
+    return ImageSource(path, "npy", len(array), rows)
 
 
-def _folder(path: Path, invert: bool, skip_bad: bool) -> ImageSource:
-    try:
-        files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
-    source = ImageSource(path, "folder", len(files), lambda bs: iter(()))
-
-    def batches(bs: int) -> Iterator[np.ndarray]:
-        source.skipped.clear()
-        batch: list[np.ndarray] = []
-        for file in files:
-            try:
-                batch.append(load_image(file, invert))
-            except InputError as exc:
-                if not skip_bad:
-                    raise InputError(
-                        f"{exc} (in folder {path}; skip such files with skip_bad=True, "
-                        "or --skip-bad on the command line)"
-                    ) from None
-                source.skipped.append((file, str(exc)))
-                continue
-            if len(batch) == bs:
-                yield np.stack(batch)[:, None]
-                batch = []
-        if batch:
-            yield np.stack(batch)[:, None]
-
-    source._batches = batches
+def _folder(path: Path, invert: bool, skip_bad: bool, recursive: bool) -> ImageSource:
+    listing = list_folder(path, recursive)
+    hint = (
+        f" (in folder {display_name(path)}; skip such files with skip_bad=True, "
+        "or --skip-bad on the command line)"
+    )
+    source = _files(listing.files, invert, skip_bad, path, "folder", hint)
+    source.ignored, source.subfolders = listing.ignored, listing.subfolders
     return source
+
+
+def _files(
+    files: list[Path], invert: bool, skip_bad: bool, path: Path, kind: str, hint: str = ""
+) -> ImageSource:
+    """Each file one image, batched."""
+    source = ImageSource(path, kind, len(files), lambda bs: iter(()), per_file=kind != "image")
+
+    def rows(bs: int) -> Iterator[SourceBatch]:
+        for start in range(0, len(files), bs):
+            images, errors = [], []
+            for file in files[start : start + bs]:
+                try:
+                    images.append(load_image(file, invert))
+                    errors.append(None)
+                except InputError as exc:
+                    if not skip_bad:
+                        raise InputError(f"{exc}{hint}") from None
+                    source.skipped.append((file, str(exc)))
+                    errors.append(str(exc))
+            part = files[start : start + bs]
+            stack = np.stack(images)[:, None] if images else np.zeros((0, 1, 28, 28), np.float32)
+            yield SourceBatch(
+                stack, [data_name(f) for f in part], np.zeros(len(part), np.int64), errors
+            )
+
+    source._rows = rows
+    return source
+
+
+def _many(
+    paths: list[Any],
+    invert: bool,
+    skip_bad: bool,
+    recursive: bool,
+    column: str | None,
+    id_column: str | None,
+) -> ImageSource:
+    """Several inputs one after the other; runs of image files are batched together."""
+    if not paths:
+        raise InputError("no input given")
+    if len(paths) == 1:
+        return open_images(
+            paths[0], invert, skip_bad, recursive=recursive, column=column, id_column=id_column
+        )
+    parts: list[ImageSource] = []
+    run: list[Path] = []
+    for p in paths:
+        one = open_images(
+            p, invert, skip_bad, recursive=recursive, column=column, id_column=id_column
+        )
+        if one.kind == "image":
+            run.append(one.path)
+            continue
+        if run:
+            parts.append(_files(run, invert, skip_bad, run[0], "files", LIST_HINT))
+            run = []
+        parts.append(one)
+    if run:
+        parts.append(_files(run, invert, skip_bad, run[0], "files", LIST_HINT))
+    counts = [p.count for p in parts]
+    count = -1 if min(counts) < 0 else sum(counts)
+    source = ImageSource(Path(paths[0]), "files", count, lambda bs: iter(()), per_file=True)
+    for p in parts:
+        source.ignored += p.ignored
+        source.subfolders += p.subfolders
+    if len({p.id_name for p in parts}) == 1:  # every part keyed by the same id column
+        source.id_name = parts[0].id_name
+
+    def rows(bs: int) -> Iterator[SourceBatch]:
+        for part in parts:
+            yield from part.rows(bs)
+            source.skipped.extend(part.skipped)
+
+    source._rows = rows
+    return source
+
+
+# ---- standard input -------------------------------------------------------------------------
+
+
+def _stdin(invert: bool) -> ImageSource:
+    """Standard input: a .npy array or an IDX stream (gz or raw), streamed, or one image."""
+    stream = sys.stdin.buffer
+    head = stream.read(len(NPY_MAGIC))
+    f: BinaryIO = Prefixed(head, stream)
+    if head[:2] == GZIP_MAGIC:
+        f = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
+        head = f.read(4)
+        f = Prefixed(head, f)
+    kind = _kind(head)
+    where = "<stdin>"
+    if kind == "parquet":
+        raise InputError("<stdin>: Parquet cannot be read from a stream; give the file's path")
+    if kind == "npy":
+        return _npy_stream(f, invert)
+    if kind == "idx":
+
+        def idx_rows(bs: int) -> Iterator[SourceBatch]:
+            start = 0
+            try:
+                for chunk in iter_idx_stream(f, where, bs):
+                    yield uniform_rows(array_to_images(chunk, invert), STDIN, start)
+                    start += len(chunk)
+            except DataFileError as exc:
+                raise InputError(str(exc)) from None
+
+        return ImageSource(Path(STDIN), "stdin", -1, idx_rows)
+    data = f.read(STDIN_IMAGE_LIMIT + 1)
+    if len(data) > STDIN_IMAGE_LIMIT:
+        raise InputError(f"{where}: more than {STDIN_IMAGE_LIMIT >> 20} MiB for one image")
+    if not data:
+        raise InputError(f"{where}: no data")
+    image = decode_image(data, where, invert)
+    return ImageSource(
+        Path(STDIN), "stdin", 1, lambda bs: iter([uniform_rows(image[None, None], STDIN, 0)])
+    )
+
+
+def _npy_stream(f: BinaryIO, invert: bool) -> ImageSource:
+    where = "<stdin>"
+    shape, dtype = read_npy_header(f, where)
+    problem = shape_problem(shape)
+    if problem:
+        raise InputError(f"{where}: {problem}")
+    if shape == (28, 28):
+        shape = (1, 28, 28)
+    try:
+        array_to_images(np.zeros((0, *shape[1:]), dtype))
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
+
+    def rows(bs: int) -> Iterator[SourceBatch]:
+        for start in range(0, shape[0], bs):
+            n = min(bs, shape[0] - start)
+            data = f.read(n * row_bytes)
+            if len(data) != n * row_bytes:
+                raise InputError(f"{where}: truncated .npy: header promises {shape[0]} images")
+            chunk = np.frombuffer(data, dtype).reshape(n, *shape[1:])
+            try:
+                images = array_to_images(chunk, invert)
+            except InputError as exc:
+                raise InputError(f"{where}: images {start}..{start + n - 1}: {exc}") from None
+            yield uniform_rows(images, STDIN, start)
+
+    return ImageSource(Path(STDIN), "stdin", shape[0], rows)

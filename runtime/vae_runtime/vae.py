@@ -12,7 +12,7 @@ import copy
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -26,10 +26,12 @@ from .arguments import checked_int
 from .arrays import as_latents, check_latents
 from .engines import DEFAULT_ENGINE, GraphRunner, create_engine
 from .errors import InputError
+from .generation import prior_latents, spans
 from .model_dir import check_graph, resolve_model_dir
 from .outputs import save_grid
 from .sampling import check_eps, clamp_logvar, make_rng, reparameterize
-from .sources import Images, as_images
+from .similarity import Neighbours, similar
+from .sources import Images, Paths, as_images, is_paths, open_images
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -41,6 +43,24 @@ ENCODER_OUTPUTS = ["mu", "logvar"]
 DECODER_OUTPUTS = ["x_hat"]
 # Keywords of VAE() that are options of the onnxruntime engine, with their defaults.
 ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": "all", "spinning": False}
+
+
+class FileEmbedding(NamedTuple):
+    """One image of :meth:`VAE.embed_files`: its file, its index within the file (0 for
+    an image file; the image's position in an IDX, .npy or Parquet file), its embedding
+    (float32 (L,)), or None and the reason when the file was skipped."""
+
+    source: str
+    index: int
+    embedding: np.ndarray | None
+    error: str | None = None
+
+
+def _joined(parts: list[list[np.ndarray]], outputs: int, width: int) -> Any:
+    """Per-batch outputs joined into one array per output."""
+    if not parts:
+        return tuple(np.zeros((0, width), np.float32) for _ in range(outputs))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(outputs))
 
 
 class VAE:
@@ -188,16 +208,40 @@ class VAE:
     def encode(
         self, images: Images, *, invert: bool = False, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(mu, logvar) of the approximate posterior, float32 (N, L) each."""
+        """(mu, logvar) of the approximate posterior, float32 (N, L) each. Paths (files,
+        folders, IDX, .npy) are read in batches: memory holds one batch and the results."""
+        bs = self._batch(batch_size)
+        if is_paths(images):
+            mu, logvar = self._encode_paths(images, invert, bs, ENCODER_OUTPUTS)
+            return mu, logvar
         x = as_images(images, invert)
-        mu, logvar = self._run(self._encoder, ENCODER_OUTPUTS, "x", x, self._batch(batch_size))
+        mu, logvar = self._run(self._encoder, ENCODER_OUTPUTS, "x", x, bs)
         return mu, logvar
 
     def embed(
         self, images: Images, *, invert: bool = False, batch_size: int | None = None
     ) -> np.ndarray:
         """The deterministic embedding: mu, float32 (N, L)."""
+        if is_paths(images):  # streamed, keeping mu only
+            return self._encode_paths(images, invert, self._batch(batch_size), ["mu"])[0]
         return self.encode(images, invert=invert, batch_size=batch_size)[0]
+
+    def _encode_paths(
+        self, paths: Paths, invert: bool, bs: int, names: list[str]
+    ) -> list[np.ndarray]:
+        """The encoder's outputs ``names`` for the images behind ``paths``, read one batch
+        at a time into arrays sized from the source's count (no copy at the end)."""
+        source = open_images(paths, invert=invert)
+        if source.count < 0:  # a stream of unknown length: batches joined at the end
+            parts = [self._run(self._encoder, names, "x", x, bs) for x in source.batches(bs)]
+            return list(_joined(parts, len(names), self.latent_dim))
+        outs = [np.empty((source.count, self.latent_dim), np.float32) for _ in names]
+        done = 0
+        for x in source.batches(bs):
+            for out, part in zip(outs, self._run(self._encoder, names, "x", x, bs), strict=True):
+                out[done : done + len(x)] = part
+            done += len(x)
+        return [out[:done] for out in outs]
 
     def embed_iter(
         self, batches: Iterable[Images], *, invert: bool = False, batch_size: int | None = None
@@ -212,6 +256,45 @@ class VAE:
             x = as_images(item, invert)
             for start in range(0, len(x), bs):
                 yield self._encoder.run(("mu",), {"x": x[start : start + bs]})[0]
+
+    def embed_files(
+        self,
+        paths: Paths,
+        *,
+        recursive: bool = False,
+        skip_bad: bool = False,
+        invert: bool = False,
+        column: str | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[FileEmbedding]:
+        """Embed files and folders lazily: yields one :class:`FileEmbedding` (source, index
+        within the source, embedding, error) per image, in input order (folders in natural
+        order), holding one batch in memory. With ``skip_bad=True`` an unreadable file
+        yields a record whose ``embedding`` is None and whose ``error`` says why.
+        ``column``: a Parquet file's image column (see :func:`open_images`)."""
+        bs = self._batch(batch_size)
+        source = open_images(
+            paths, invert=invert, skip_bad=skip_bad, recursive=recursive, column=column
+        )
+        for batch in source.rows(bs):
+            mu = (
+                self._run(self._encoder, ("mu",), "x", batch.images, bs)[0]
+                if len(batch.images)
+                else np.zeros((0, self.latent_dim), np.float32)
+            )
+            at = 0
+            for name, index, error in zip(batch.sources, batch.indices, batch.errors, strict=True):
+                if error is None:
+                    yield FileEmbedding(name, int(index), mu[at], None)
+                    at += 1
+                else:
+                    yield FileEmbedding(name, int(index), None, error)
+
+    @staticmethod
+    def similar(query: ArrayLike, index_embeddings: ArrayLike, k: int = 5) -> Neighbours:
+        """The k index embeddings most similar (cosine) to each query embedding, best
+        first: ``(indices, scores)``, each (Q, k). See :func:`vae_runtime.similar`."""
+        return similar(query, index_embeddings, k)
 
     def decode(self, z: ArrayLike, *, batch_size: int | None = None) -> np.ndarray:
         """Bernoulli means / Gaussian means of p(x|z), float32 (N, 1, 28, 28) in [0, 1]."""
@@ -259,12 +342,41 @@ class VAE:
         *,
         seed: int | None = None,
         rng: np.random.Generator | None = None,
+        start: int = 0,
         batch_size: int | None = None,
     ) -> np.ndarray:
-        """n images decoded from z ~ N(0, I), float32 (n, 1, 28, 28)."""
-        n = checked_int(n, "n")
-        z = make_rng(seed, rng).standard_normal((n, self.latent_dim), dtype=np.float32)
+        """n images decoded from z ~ N(0, I), float32 (n, 1, 28, 28).
+
+        With ``seed``: images ``start .. start + n - 1`` of that seed's sequence, by the
+        shard-stable rule of :mod:`vae_runtime.generation` (the same images whatever the
+        split into calls). With ``rng``: the next n draws of that generator.
+        """
+        z = self._prior(n, seed, rng, start)
         return self.decode(z, batch_size=batch_size)
+
+    def generate_iter(
+        self, n: int, *, seed: int, start: int = 0, batch_size: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`generate` in pieces, for any n in bounded memory: yields (index of the
+        first image, float32 images (m, 1, 28, 28)), cut at the rule's block boundaries."""
+        n = checked_int(n, "n")
+        bs = self._batch(batch_size)
+        start = checked_int(start, "start", minimum=0)
+        for lo, hi in spans(start, start + n):
+            z = prior_latents(seed, lo, hi - lo, self.latent_dim)  # one block's draw at most
+            for at in range(0, hi - lo, bs):
+                yield lo + at, self._decoder.run(DECODER_OUTPUTS, {"z": z[at : at + bs]})[0]
+
+    def _prior(
+        self, n: int, seed: int | None, rng: np.random.Generator | None, start: int
+    ) -> np.ndarray:
+        n = checked_int(n, "n")
+        start = checked_int(start, "start", minimum=0)
+        if seed is not None and rng is None:
+            return prior_latents(seed, start, n, self.latent_dim)
+        if start:
+            raise InputError("start needs a seed (the shard-stable rule is per seed)")
+        return make_rng(seed, rng).standard_normal((n, self.latent_dim), dtype=np.float32)
 
     def reconstruct(
         self,
@@ -315,46 +427,59 @@ class VAE:
         k=1: -log p(x|z) + KL(q(z|x) || N(0, I)) with z = mu + std * eps (closed-form KL).
         k>1: the importance-weighted bound -log mean_k p(x, z_k) / q(z_k|x), tighter as k
         grows. ``eps`` of shape (N, L) (k=1) or (N, k, L) injects the noise; otherwise it is
-        drawn from ``default_rng(seed)`` or ``rng``, as in :meth:`sample` with n=k.
+        drawn from ``default_rng(seed)`` or ``rng``, as in :meth:`sample` with n=k. Paths
+        are read in batches (memory: one batch and the scores).
         """
-        x = as_images(images, invert)
         k = checked_int(k, "k")
-        n = len(x)
+        # Rows sent to the decoder per chunk stay at batch_size however large k is.
+        per_chunk = max(1, self._batch(batch_size) // k)
+        if is_paths(images):
+            source = open_images(images, invert=invert)
+            chunks: Iterable[np.ndarray] = source.batches(per_chunk)
+            n = source.count
+        else:
+            x = as_images(images, invert)
+            n = len(x)
+            chunks = (x[i : i + per_chunk] for i in range(0, n, per_chunk))
+        noise, draw = None, None
         if eps is not None:
             if seed is not None or rng is not None:
                 raise InputError("pass eps or seed/rng, not both")
+            if n < 0:
+                raise InputError("eps needs an input whose length is known in advance")
             eps_shape = (
                 (n, self.latent_dim) if k == 1 and np.ndim(eps) == 2 else (n, k, self.latent_dim)
             )
             noise = check_eps(eps, eps_shape).reshape(n, k, self.latent_dim)
-            draw = None
         else:
-            noise = None
             draw = make_rng(seed, rng)
-        # Rows sent to the decoder per chunk stay at batch_size however large k is.
-        per_chunk = max(1, self._batch(batch_size) // k)
-        scores = np.empty(n, np.float64)
-        for start in range(0, n, per_chunk):
-            xs = x[start : start + per_chunk]
-            mu, logvar = self.encode(xs, batch_size=per_chunk)
-            logvar = clamp_logvar(logvar)
+        parts, done = [], 0
+        for xs in chunks:
             if noise is not None:
-                e = noise[start : start + per_chunk]
+                if done + len(xs) > len(noise):
+                    raise InputError(f"eps has {len(noise)} rows; the input has more images")
+                e = noise[done : done + len(xs)]
             else:
                 assert draw is not None
                 e = draw.standard_normal((len(xs), k, self.latent_dim), dtype=np.float32)
-            z = reparameterize(mu, logvar, e)
-            x_hat = self.decode(z.reshape(-1, self.latent_dim), batch_size=len(xs) * k)
-            recon = lik.reconstruction_nll(
-                x_hat, np.repeat(xs, k, axis=0), self._manifest.likelihood, self._manifest.sigma
-            ).reshape(len(xs), k)
-            if k == 1:
-                scores[start : start + len(xs)] = recon[:, 0] + lik.kl_to_standard_normal(
-                    mu, logvar
-                )
-            else:
-                scores[start : start + len(xs)] = lik.importance_weighted_bound(recon, z, e, logvar)
-        return scores
+            parts.append(self._score_chunk(xs, e, k))
+            done += len(xs)
+        if noise is not None and done != len(noise):
+            raise InputError(f"eps has {len(noise)} rows, the input {done} images")
+        return np.concatenate(parts).astype(np.float64, copy=False) if parts else np.zeros(0)
+
+    def _score_chunk(self, xs: np.ndarray, e: np.ndarray, k: int) -> np.ndarray:
+        """Scores of the images ``xs`` with the noise ``e`` (len(xs), k, L)."""
+        mu, logvar = self.encode(xs, batch_size=len(xs))
+        logvar = clamp_logvar(logvar)
+        z = reparameterize(mu, logvar, e)
+        x_hat = self.decode(z.reshape(-1, self.latent_dim), batch_size=len(xs) * k)
+        recon = lik.reconstruction_nll(
+            x_hat, np.repeat(xs, k, axis=0), self._manifest.likelihood, self._manifest.sigma
+        ).reshape(len(xs), k)
+        if k == 1:
+            return recon[:, 0] + lik.kl_to_standard_normal(mu, logvar)
+        return lik.importance_weighted_bound(recon, z, e, logvar)
 
     # ---- out-of-distribution score (docs/ood.md) -----------------------------------------
 

@@ -2,8 +2,8 @@
 gradients over the same two slices (``--grad-accum 2``), only rank 0 writes the run
 directory, and a run whose rank was killed with SIGKILL resumes to the same bits.
 
-Every torchrun here runs in its own network namespace when the machine allows one
-(``unshare --net``): torchrun's rendezvous store listens on every interface, and inside
+Every torchrun here runs in its own network namespace when the machine allows one (the
+``loopback`` fixture): torchrun's rendezvous store listens on every interface, and inside
 the namespace the only interface is loopback. Ranks are stopped by their own PID.
 """
 
@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -85,20 +84,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@cache
-def loopback_namespace() -> list[str]:
-    """A command prefix running its command in a fresh network namespace holding only
-    loopback, or nothing where the machine does not allow one."""
-    prefix = ["unshare", "--net", "--map-root-user", "sh", "-c", 'ip link set lo up && exec "$@"']
-    probe = [*prefix, "sh", "true"]
-    try:
-        ok = subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return [*prefix, "sh"] if ok else []
-
-
-def torchrun(worker: Path, args: list[str], audit: Path) -> subprocess.Popen[str]:
+def torchrun(
+    worker: Path, args: list[str], audit: Path, loopback: list[str]
+) -> subprocess.Popen[str]:
     audit.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(Path(sys.executable).with_name("torchrun")),
@@ -116,7 +104,7 @@ def torchrun(worker: Path, args: list[str], audit: Path) -> subprocess.Popen[str
     out = args[args.index("--out") + 1]
     env = {**os.environ, "AUDIT_DIR": str(audit), "AUDIT_ROOT": out, "GLOO_SOCKET_IFNAME": "lo"}
     return subprocess.Popen(
-        [*loopback_namespace(), *cmd],
+        [*loopback, *cmd],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -174,13 +162,14 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(worker: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def ddp_runs(worker: Path, data_dir: Path, tmp_path_factory, loopback: list[str]):
     """name -> (run directory, audit folder) of an uninterrupted 2-rank torchrun run."""
     runs = {}
     for name, kw in VARIANTS.items():
         root = tmp_path_factory.mktemp(f"ddp-{name}")
         run = root / "run"
-        code, out, err = finish(torchrun(worker, cli_args(data_dir, run, **kw), root / "audit"))
+        proc = torchrun(worker, cli_args(data_dir, run, **kw), root / "audit", loopback)
+        code, out, err = finish(proc)
         assert code == 0, err[-3000:]
         assert out.count(f"wrote {run}") == 1  # rank 0 alone reports
         runs[name] = (run, root / "audit")
@@ -219,11 +208,11 @@ def test_only_rank_0_writes_the_run_directory(ddp_runs) -> None:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_of_one_rank_is_bit_identical(
-    ddp_runs, worker: Path, data_dir: Path, tmp_path: Path
+    ddp_runs, worker: Path, data_dir: Path, tmp_path: Path, loopback: list[str]
 ) -> None:
     run, audit = tmp_path / "run", tmp_path / "audit"
     args = cli_args(data_dir, run)
-    proc = torchrun(worker, args, audit)
+    proc = torchrun(worker, args, audit, loopback)
     latest = run / "checkpoints" / "latest.json"
     try:
         deadline = time.monotonic() + 300
@@ -240,7 +229,7 @@ def test_resume_after_sigkill_of_one_rank_is_bit_identical(
     assert code != 0
     killed_at = json.loads(latest.read_text())["epoch"]
     assert killed_at < SETTINGS["epochs"], "the run finished before a rank could be killed"
-    code, out, err = finish(torchrun(worker, [*args, "--resume"], tmp_path / "audit2"))
+    code, out, err = finish(torchrun(worker, [*args, "--resume"], tmp_path / "audit2", loopback))
     assert code == 0, err[-3000:]
     assert f"resuming {run} at epoch {killed_at + 1}" in out
     assert_bit_identical(run, ddp_runs["fp32"][0])

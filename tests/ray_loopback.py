@@ -77,7 +77,8 @@ def wait_nodes(address: str, count: int, env: dict[str, str], deadline: float) -
 
 class Sampler(threading.Thread):
     """Every 0.2 s: the resident memory of the process trees under ``roots`` (summed; the
-    peak is kept) and the actor processes (``ray::MapWorker``) found under each node."""
+    peak is kept), the CPU time each of their processes has used (the last value seen),
+    and the actor processes (``ray::MapWorker``) found under each node."""
 
     def __init__(self, roots: dict[str, int]) -> None:
         super().__init__(daemon=True)
@@ -85,6 +86,7 @@ class Sampler(threading.Thread):
         self.peak_rss = 0
         self.actors: dict[str, set[int]] = {name: set() for name in roots}
         self.seen: set[tuple[int, str]] = set()  # (pid, start time): a PID reused is not ours
+        self.cpu_ticks: dict[tuple[int, str], int] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -94,6 +96,7 @@ class Sampler(threading.Thread):
     def sample(self) -> None:
         children: dict[int, list[int]] = {}
         starts: dict[int, str] = {}
+        ticks: dict[int, int] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -101,17 +104,24 @@ class Sampler(threading.Thread):
                 continue
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
             starts[int(stat.parent.name)] = fields[19]
+            ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])  # utime + stime
         total = 0
         for name, root in self.roots.items():
             todo = [root]
             while todo:
                 pid = todo.pop()
                 todo += children.get(pid, [])
-                self.seen.add((pid, starts.get(pid, "")))
+                key = (pid, starts.get(pid, ""))
+                self.seen.add(key)
+                self.cpu_ticks[key] = max(self.cpu_ticks.get(key, 0), ticks.get(pid, 0))
                 total += rss(pid)
                 if name != "command" and b"MapWorker" in cmdline(pid):
                     self.actors[name].add(pid)
         self.peak_rss = max(self.peak_rss, total)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid: int) -> int:

@@ -710,8 +710,8 @@ def _odd_adam_moment(run: Path) -> dict[str, object]:
         ({"optimizer": 5}, "optimizer must be an optimizer state"),
         ({"optimizer": {"state": {}, "param_groups": []}}, "param_groups must be a list of 1"),
         ("odd_moment", r"optimizer\.state\[0\]\['exp_avg'\] must be a tensor of shape"),
-        ({"epoch": -5}, "epoch must be an integer >= 1, got -5"),
-        ({"epoch": "2"}, "epoch must be an integer >= 1"),
+        ({"epoch": -5}, "epoch must be an integer >= 0, got -5"),
+        ({"epoch": "2"}, "epoch must be an integer >= 0"),
         ({"epoch": 10**30}, "differs from config.json's epoch 2"),
         ({"best_val": "low"}, "best_val must be a number"),
         ({"best_val": math.nan}, "best_val must be a number"),
@@ -760,7 +760,7 @@ def test_resume_refuses_raw_ema_weights_of_another_shape(data_dir: Path, tmp_pat
         ({"dir": "/tmp/other-run/checkpoints/epoch-0002"}, "must name a checkpoint folder"),
         ({"dir": ".."}, "must name a checkpoint folder"),
         ({"dir": "escape"}, "resolves outside"),
-        ({"dir": "epoch-0002", "epoch": "2"}, "epoch must be an integer >= 1"),
+        ({"dir": "epoch-0002", "epoch": "2"}, "epoch must be an integer >= 0"),
     ],
 )
 def test_resume_refuses_a_latest_pointer_leading_elsewhere(

@@ -115,8 +115,8 @@ def _pointer(root: Path, which: str) -> str | None:
     if target.parent != root.resolve():
         raise CheckpointError(f"{path} names {name!r}, which resolves outside {root}")
     epoch = data.get("epoch")
-    if epoch is not None and (type(epoch) is not int or epoch < 1):
-        raise CheckpointError(f"{path}: epoch must be an integer >= 1, got {epoch!r}")
+    if epoch is not None and (type(epoch) is not int or epoch < 0):
+        raise CheckpointError(f"{path}: epoch must be an integer >= 0, got {epoch!r}")
     return name
 
 

@@ -98,8 +98,8 @@ def check_train_state(
         raise CheckpointError(f"{path} is not a training state (a {type(state).__name__})")
     bad: list[str] = []
     epoch = state.get("epoch")
-    if not _is_int(epoch) or epoch < 1:
-        bad.append(f"epoch must be an integer >= 1, got {epoch!r}")
+    if not _is_int(epoch) or epoch < 0:
+        bad.append(f"epoch must be an integer >= 0, got {epoch!r}")
     elif epoch != checkpoint_epoch:
         bad.append(f"epoch {epoch} differs from config.json's epoch {checkpoint_epoch!r}")
     best = state.get("best_val")

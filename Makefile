@@ -20,7 +20,7 @@ $(RUN_VENV)/.installed: pyproject.toml constraints.txt runtime artifacts/mnist-c
 
 $(DEV_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(DEV_VENV)
-	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[train,dev,openvino,parquet]'
+	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[train,dev,openvino,parquet,ray]'
 	touch $@
 
 demo: $(RUN_VENV)/.installed

@@ -4,7 +4,9 @@ project); VAE_ONNX_DATA_DIR overrides that location."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,25 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 def tree_bytes() -> Callable[[Path], dict[str, bytes]]:
     """Every file under a folder, path -> bytes: for "a refusal leaves it byte-identical"."""
     return _tree_bytes
+
+
+@cache
+def _loopback_prefix() -> tuple[str, ...]:
+    prefix = ("unshare", "--net", "--map-root-user", "sh", "-c", 'ip link set lo up && exec "$@"')
+    try:
+        probe = subprocess.run([*prefix, "sh", "true"], capture_output=True, timeout=30)
+        ok = probe.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return (*prefix, "sh") if ok else ()
+
+
+@pytest.fixture(scope="session")
+def loopback() -> list[str]:
+    """A command prefix that runs its command in a fresh network namespace holding only
+    loopback (``unshare --net``), or nothing where the machine allows none. torchrun's
+    store and Ray's nodes listen on every interface; inside it that is loopback alone."""
+    return list(_loopback_prefix())
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,75 @@ def test_new_run_refuses_to_overwrite_an_existing_run(tmp_path, data_dir, capsys
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume" in err
     assert (tmp_path / "run" / "checkpoints" / "latest.json").read_bytes() == before
+
+
+def test_a_second_trainer_into_the_same_out_is_refused(data_dir: Path, tmp_path: Path, capsys):
+    """Issue 13 item 16: the first run holds the run directory; a second vae-train into it
+    (new or --resume) exits 2 with one line; once the first is killed the lock is free."""
+    run = tmp_path / "run"
+    first_args = ["--data-dir", str(data_dir), "--out", str(run), *SMALL, "--epochs", "200"]
+    first = subprocess.Popen(
+        [*_vae_train(), *first_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    latest = run / "checkpoints" / "latest.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not latest.exists():
+            assert first.poll() is None, first.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the first run wrote no checkpoint"
+            time.sleep(0.01)
+        for extra in ([], ["--resume"]):
+            code, _, err = run_main([*first_args, *extra], capsys)
+            assert code == 2
+            assert_one_line_error(err, str(run), "in use by another vae-train")
+        assert first.poll() is None  # the first run went on undisturbed
+    finally:
+        first.kill()
+        first.wait()
+    from vae_train.run_lock import locked_run_dir
+
+    with locked_run_dir(run, create=False):  # the lock died with the killed process
+        pass
+
+
+def test_run_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    from vae_train.run_lock import RunLockError, locked_run_dir
+
+    run = tmp_path / "run"
+    with (
+        locked_run_dir(run, create=True),
+        pytest.raises(RunLockError, match="in use"),
+        locked_run_dir(run, create=False),
+    ):
+        pass
+    with locked_run_dir(run, create=False):  # released when the block ends
+        pass
+    assert list(run.iterdir()) == []  # no lock file is left behind
+    with (
+        pytest.raises(RunLockError, match=r"cannot resume: .* does not exist"),
+        locked_run_dir(tmp_path / "missing", create=False),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ({"latest.json": {"dir": 5}}, "latest.json"),
+        ({"latest.json": {"dir": "../../other-run"}}, "latest.json"),
+        ({"train_state.pt": {"optimizer": 5}}, "train_state.pt"),
+        ({"train_state.pt": {"epoch": -5}}, "train_state.pt"),
+    ],
+)
+def test_damaged_resume_state_is_one_line(base, tmp_path: Path, capsys, damage, named) -> None:
+    assert run_main(base, capsys)[0] == 0
+    root = tmp_path / "run" / "checkpoints"
+    ((file, value),) = damage.items()
+    if file == "latest.json":
+        (root / file).write_text(json.dumps(value))
+    else:
+        path = root / json.loads((root / "latest.json").read_text())["dir"] / file
+        torch.save({**torch.load(path, weights_only=True), **value}, path)
+    code, _, err = run_main([*base, "--resume", "--epochs", "2"], capsys)
+    assert code == 2
+    assert_one_line_error(err, named)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -683,3 +684,94 @@ def test_ema_checkpoints_the_average_and_resumes_bit_identically(tmp_path, data_
         Trainer(config(data_dir, epochs=3, val_size=128), tmp_path / "part").resume()
     with pytest.raises(TrainingError, match="--ema"):
         Trainer(config(data_dir, ema=1.0), tmp_path / "bad")
+
+
+# -- resume state validated field by field (issue 13 item 17) ----------------------------------
+
+
+def _edit_state(run: Path, **fields: object) -> Path:
+    path = latest_dir(run) / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    state.update(fields)
+    torch.save(state, path)
+    return path
+
+
+def _odd_adam_moment(run: Path) -> dict[str, object]:
+    state = torch.load(latest_dir(run) / "train_state.pt", weights_only=True)
+    optimizer = state["optimizer"]
+    optimizer["state"][0]["exp_avg"] = torch.zeros(3)
+    return {"optimizer": optimizer}
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"optimizer": 5}, "optimizer must be an optimizer state"),
+        ({"optimizer": {"state": {}, "param_groups": []}}, "param_groups must be a list of 1"),
+        ("odd_moment", r"optimizer\.state\[0\]\['exp_avg'\] must be a tensor of shape"),
+        ({"epoch": -5}, "epoch must be an integer >= 0, got -5"),
+        ({"epoch": "2"}, "epoch must be an integer >= 0"),
+        ({"epoch": 10**30}, "differs from config.json's epoch 2"),
+        ({"best_val": "low"}, "best_val must be a number"),
+        ({"best_val": math.nan}, "best_val must be a number"),
+        ({"history": 5}, "history must be a list"),
+        ({"history": [{"epoch": 1}]}, "history holds 1 epochs"),
+    ],
+)
+def test_resume_refuses_a_damaged_state_field(
+    run_copy: Path, data_dir: Path, fields: object, match: str
+) -> None:
+    if fields == "odd_moment":
+        fields = _odd_adam_moment(run_copy)
+    path = _edit_state(run_copy, **fields)  # type: ignore[arg-type]
+    tr = Trainer(config(data_dir, epochs=3), run_copy, progress=False)
+    with pytest.raises(CheckpointError, match=match) as err:
+        tr.resume()
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_resume_refuses_a_run_already_past_epochs(finished_run: Path, data_dir: Path) -> None:
+    """A sound state beyond --epochs would train nothing and exit 0: refused instead."""
+    tr = Trainer(config(data_dir, epochs=1), finished_run, progress=False)
+    with pytest.raises(TrainingError, match="trained 2 epochs already, more than --epochs 1"):
+        tr.resume()
+
+
+def test_resume_refuses_raw_ema_weights_of_another_shape(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ema"
+    train(config(data_dir, epochs=1, ema=0.9), run)
+    raw = build_decoder("mlp", 7).state_dict()
+    path = _edit_state(run, raw_decoder=raw)
+    with pytest.raises(CheckpointError, match=r"raw_decoder.*must be") as err:
+        Trainer(config(data_dir, epochs=2, ema=0.9), run, progress=False).resume()
+    assert str(err.value).startswith(f"{path}: ")
+    _edit_state(run, raw_decoder=build_decoder("mlp", 20).state_dict(), ema_steps=-1)
+    with pytest.raises(CheckpointError, match="ema_steps must be an integer >= 0"):
+        Trainer(config(data_dir, epochs=2, ema=0.9), run, progress=False).resume()
+
+
+@pytest.mark.parametrize(
+    ("pointer", "match"),
+    [
+        ({"dir": 5}, r'must hold \{"dir"'),
+        ({"epoch": 2}, r'must hold \{"dir"'),
+        ({"dir": "../../other-run"}, "must name a checkpoint folder inside"),
+        ({"dir": "/tmp/other-run/checkpoints/epoch-0002"}, "must name a checkpoint folder"),
+        ({"dir": ".."}, "must name a checkpoint folder"),
+        ({"dir": "escape"}, "resolves outside"),
+        ({"dir": "epoch-0002", "epoch": "2"}, "epoch must be an integer >= 0"),
+    ],
+)
+def test_resume_refuses_a_latest_pointer_leading_elsewhere(
+    run_copy: Path, data_dir: Path, tmp_path: Path, pointer: dict[str, object], match: str
+) -> None:
+    other = tmp_path / "other-run"
+    shutil.copytree(run_copy, other)
+    (run_copy / "checkpoints" / "escape").symlink_to(latest_dir(other))
+    latest = run_copy / "checkpoints" / "latest.json"
+    latest.write_text(json.dumps(pointer))
+    tr = Trainer(config(data_dir, epochs=3), run_copy, progress=False)
+    with pytest.raises(TrainingError, match=match) as err:
+        tr.resume()
+    assert str(latest) in str(err.value)

@@ -42,6 +42,7 @@ from .jobs import (
 )
 from .names import display_name
 from .outputs import save_grid
+from .ray_cli import ray_options, run_embed_on_ray, run_generate_on_ray
 from .records import ImageSource, ResultBatch, Schema
 from .reporting import notes, progress, report, source_facts
 from .sources import open_images
@@ -283,6 +284,8 @@ def add_generate(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return run_generate_on_ray(args)
     outs = [*args.out, *map(str, args.npy)]
     if not outs and args.out_dir is None:
         raise InputError("nothing to write: give --out (grid.png, images.npy, ...) or --out-dir")
@@ -323,6 +326,8 @@ def add_embed(p: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return run_embed_on_ray(args)
     source = open_input(args, args.input)
     vae = load_vae(args)
     schema = embed_schema(source, vae.latent_dim, args.logvar)
@@ -768,7 +773,7 @@ def run_web(args: argparse.Namespace) -> int:
 class Subcommand(NamedTuple):
     name: str
     help: str
-    # shared option groups: "model", "input", "output:<format of --out ->[:required]"
+    # shared option groups: "model", "input", "ray", "output:<format of --out ->[:required]"
     groups: tuple[str, ...]
     add: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
@@ -780,14 +785,14 @@ SUBCOMMANDS = [
     Subcommand(
         "generate",
         "decode samples of the prior (any number, shard-stable)",
-        ("model", "output:npy"),
+        ("model", "output:npy", "ray"),
         add_generate,
         run_generate,
     ),
     Subcommand(
         "embed",
         "write the embeddings (mu) of images, each row with its source",
-        ("model", "input", "output:jsonl:required"),
+        ("model", "input", "output:jsonl:required", "ray"),
         add_embed,
         run_embed,
     ),
@@ -839,7 +844,8 @@ def _parents(groups: tuple[str, ...]) -> list[argparse.ArgumentParser]:
             _, fmt, *required = group.split(":")
             parents.append(output_options(fmt, required=bool(required)))
         else:
-            parents.append({"model": model_options, "input": input_options}[group]())
+            shared = {"model": model_options, "input": input_options, "ray": ray_options}
+            parents.append(shared[group]())
     return parents
 
 

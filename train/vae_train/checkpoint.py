@@ -95,12 +95,29 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _pointer(root: Path, which: str) -> str | None:
+    """The checkpoint folder that ``which.json`` names: a plain folder name inside ``root``
+    (never a path leading elsewhere, e.g. into another run)."""
+    path = root / f"{which}.json"
     try:
-        return json.loads((root / f"{which}.json").read_text())["dir"]
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{root / which}.json is unreadable: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable: {exc}") from None
+    name = data.get("dir") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        raise CheckpointError(f'{path} must hold {{"dir": "<checkpoint folder name>", ...}}')
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise CheckpointError(
+            f"{path} names {name!r}; it must name a checkpoint folder inside {root}"
+        )
+    target = (root / name).resolve()
+    if target.parent != root.resolve():
+        raise CheckpointError(f"{path} names {name!r}, which resolves outside {root}")
+    epoch = data.get("epoch")
+    if epoch is not None and (type(epoch) is not int or epoch < 0):
+        raise CheckpointError(f"{path}: epoch must be an integer >= 0, got {epoch!r}")
+    return name
 
 
 def _prune(root: Path) -> None:

@@ -1,4 +1,8 @@
-"""``vae-train``: train a VAE of the design notes and write its checkpoints."""
+"""``vae-train``: train a VAE of the design notes and write its checkpoints.
+
+Launched by ``torchrun --nproc-per-node W vae-train ...`` it trains data-parallel: W ranks
+share each ``--batch-size`` batch, rank 0 writes the run directory.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 from vae_train.architectures import arch_names
 from vae_train.checkpoint import CheckpointError
 from vae_train.datasets import DATASETS, DatasetError
+from vae_train.distributed import DistributedError, close_world, init_world
+from vae_train.run_lock import RunLockError
 from vae_train.trainer import PRECISIONS, NonFiniteLossError, TrainConfig, TrainingError, train
 
 
@@ -67,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999) "
         "and evaluate, select and export the averaged weights (0 = off)",
     )
+    p.add_argument(
+        "--grad-accum",
+        type=int,
+        default=d.grad_accum,
+        metavar="K",
+        help="cut each batch into K micro-batches and sum their gradients before the step "
+        "(less memory; equal, bit for bit, to torchrun with K ranks)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -85,9 +99,19 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
     return TrainConfig(**settings, command=shlex.join(["vae-train", *argv]))
 
 
+def _error(message: str, rank: int) -> None:
+    where = f" (rank {rank})" if rank else ""
+    print(f"vae-train: error{where}: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    try:
+        world = init_world(args.device)
+    except DistributedError as exc:
+        _error(str(exc), 0)
+        return 2
     try:
         train(
             config_from_args(args, argv),
@@ -96,19 +120,24 @@ def main(argv: list[str] | None = None) -> int:
             download=args.download,
             progress=False if args.no_progress else None,
             log=lambda line: print(line, flush=True),
+            world=world,
         )
     except NonFiniteLossError as exc:  # the run itself failed: not a usage error
-        print(f"vae-train: error: {exc}", file=sys.stderr)
+        if world.is_main:  # every rank stops on the same all-reduced loss; say it once
+            _error(str(exc), world.rank)
         return 1
-    except (TrainingError, DatasetError, CheckpointError) as exc:
-        print(f"vae-train: error: {exc}", file=sys.stderr)
+    except (TrainingError, DatasetError, CheckpointError, RunLockError) as exc:
+        _error(str(exc), world.rank)
         return 2
     except KeyboardInterrupt:
         print(
             "vae-train: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr
         )
         return 130
-    print(f"wrote {args.out}")
+    finally:
+        close_world(world)
+    if world.is_main:
+        print(f"wrote {args.out}")
     return 0
 
 

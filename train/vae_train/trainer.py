@@ -1,17 +1,25 @@
-"""The training loop: seeded, resumable, checkpointed every epoch.
+"""The training loop: seeded, resumable, checkpointed every epoch, data-parallel under torchrun.
 
 Randomness is derived from (seed, epoch) rather than carried from epoch to epoch, so a
 run resumed from any checkpoint draws exactly the batches and noise that an uninterrupted
 run would have drawn, and ends with bit-identical weights.
+
+Each global batch (``--batch-size`` images) is cut into ``S = world size x --grad-accum``
+slices: slice ``s`` holds positions ``s::S`` of the batch and of the noise drawn for the
+whole batch, so the images and noise a slice sees do not depend on who computes it. Rank
+``r`` computes slices ``k * W + r``; its summed loss is multiplied by ``W`` because
+DistributedDataParallel averages gradients over ranks. Two ranks therefore step exactly as
+one process accumulating gradients over two slices (``--grad-accum 2``), bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -35,8 +44,11 @@ from vae_train.checkpoint import (
     save_checkpoint,
 )
 from vae_train.datasets import Dataset, load_dataset
-from vae_train.losses import LIKELIHOODS, negative_elbo
+from vae_train.distributed import World
+from vae_train.losses import LIKELIHOODS, ElboParts, negative_elbo
 from vae_train.models import count_parameters, reparameterize
+from vae_train.run_lock import locked_run_dir
+from vae_train.train_state import check_train_state
 
 # Settings that must not change when a run is resumed.
 RESUME_KEYS = (
@@ -95,6 +107,10 @@ class TrainConfig:
     # weights are the ones evaluated, selected on validation and written as the checkpoint;
     # the raw weights live on in the training state so that a resume is bit-identical.
     ema: float = 0.0
+    # Micro-batches per step: the global batch is cut into this many slices whose gradients
+    # are summed before the step (under torchrun, per rank). Memory per micro-batch falls;
+    # the result equals a torchrun run with as many ranks, bit for bit.
+    grad_accum: int = 1
     limit_train: int | None = None  # use only the first N training images (smoke runs)
     limit_test: int | None = None
     threads: int | None = None
@@ -109,7 +125,7 @@ class TrainConfig:
             raise TrainingError(f"--likelihood must be one of {LIKELIHOODS}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise TrainingError("--lr-schedule must be constant or cosine")
-        for name in ("latent_dim", "epochs", "batch_size"):
+        for name in ("latent_dim", "epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"--{name.replace('_', '-')} must be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -202,10 +218,12 @@ def _checkpoint_config(
     decoder: nn.Module,
     epoch: int,
     metrics: dict[str, float],
+    world_size: int,
 ) -> dict[str, Any]:
     settings = asdict(cfg)
     return {
-        **{k: settings[k] for k in (*RESUME_KEYS, "epochs", "patience", "command")},
+        **{k: settings[k] for k in (*RESUME_KEYS, "epochs", "patience", "grad_accum", "command")},
+        "world_size": world_size,
         "image_shape": [1, 28, 28],
         "input_convention": "float32 in [0,1], white digit on black",
         "dataset_files": data.checksums,
@@ -221,13 +239,38 @@ def _averaged(module: nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+class _VAE(nn.Module):
+    """Encoder and decoder as one module (what DistributedDataParallel wraps)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mu, logvar = self.encoder(x)
+        mu, logvar = mu.float(), logvar.float()
+        return self.decoder(reparameterize(mu, logvar, eps)).float(), mu, logvar
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        progress: bool | None = None,
+        world: World | None = None,
+    ):
         cfg.validate()
         self.cfg = cfg
+        self.world = world = world or World()
+        if cfg.batch_size < world.size * cfg.grad_accum:
+            raise TrainingError(
+                f"--batch-size {cfg.batch_size} is smaller than the {world.size} rank(s) x "
+                f"--grad-accum {cfg.grad_accum} slices it is cut into"
+            )
         self.run_dir = Path(run_dir)
-        self.progress = progress
-        self.device = pick_device(cfg.device)
+        self.progress = progress if world.is_main else False
+        self.device = torch.device(world.device(pick_device(cfg.device).type))
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         # Load and check every dataset file before anything is trained or written.
@@ -245,12 +288,17 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         encoder, decoder = build_modules({"arch": cfg.arch, "latent_dim": cfg.latent_dim})
         self.encoder, self.decoder = encoder.to(self.device), decoder.to(self.device)
-        params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        pair = _VAE(self.encoder, self.decoder)
+        self.model: nn.Module = pair
+        if world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(pair, device_ids=ids)
+        self.optimizer = torch.optim.Adam(pair.parameters(), lr=cfg.lr)
         self.ema = {n: _averaged(m, cfg.ema) for n, m in self._raw().items()} if cfg.ema else {}
         self.fixed_z = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(0))
         self.start_epoch = 1
         self.resumed = False
+        self._holding = False
         self.best_val = math.inf
         self.history: list[dict[str, Any]] = []
 
@@ -290,26 +338,31 @@ class Trainer:
                 f"cannot resume {self.run_dir}: settings differ from the checkpoint: "
                 + ", ".join(changed)
             )
-        state = load_train_state(ckpt_dir)
+        state = check_train_state(
+            load_train_state(ckpt_dir),
+            ckpt_dir / "train_state.pt",
+            optimizer=self.optimizer,
+            raw_modules=self._raw() if self.cfg.ema else None,
+            checkpoint_epoch=ckpt.config.get("epoch"),
+        )
+        if state.epoch > self.cfg.epochs:
+            raise TrainingError(
+                f"cannot resume {self.run_dir}: it has trained {state.epoch} epochs already, "
+                f"more than --epochs {self.cfg.epochs}"
+            )
         kept = ckpt.encoder.state_dict(), ckpt.decoder.state_dict()
-        try:
-            if self.cfg.ema:
-                for (name, averaged), weights in zip(self.ema.items(), kept, strict=True):
-                    averaged.module.load_state_dict(weights)
-                    averaged.n_averaged.fill_(int(state["ema_steps"]))
-                    self._raw()[name].load_state_dict(state[f"raw_{name}"])
-            else:
-                self.encoder.load_state_dict(kept[0])
-                self.decoder.load_state_dict(kept[1])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.start_epoch = int(state["epoch"]) + 1
-            self.best_val = float(state["best_val"])
-            self.history = list(state["history"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{ckpt_dir / 'train_state.pt'} is not a training state of this run "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
+        if self.cfg.ema:
+            for (name, averaged), weights in zip(self.ema.items(), kept, strict=True):
+                averaged.module.load_state_dict(weights)
+                averaged.n_averaged.fill_(state.ema_steps)
+                self._raw()[name].load_state_dict(state.raw[name])
+        else:
+            self.encoder.load_state_dict(kept[0])
+            self.decoder.load_state_dict(kept[1])
+        self.optimizer.load_state_dict(state.optimizer)
+        self.start_epoch = state.epoch + 1
+        self.best_val = state.best_val
+        self.history = list(state.history)
         self.resumed = True
 
     # -- training -------------------------------------------------------------------------
@@ -326,14 +379,15 @@ class Trainer:
         return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg, dev = self.cfg, self.device
-        self.encoder.train()
-        self.decoder.train()
+        cfg, world = self.cfg, self.world
+        self.model.train()
         n = len(self.train_x)
         order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(n))
         gen = _epoch_generator(cfg.seed, epoch, salt=1)
         steps = self.steps_per_epoch
-        totals = torch.zeros(3, dtype=torch.float64)
+        # One row per micro-batch slot, summed at the end of the epoch (then over ranks), so
+        # the totals add up in the same order however the slices are spread.
+        totals = torch.zeros(cfg.grad_accum, 3, dtype=torch.float64)
         bar = tqdm(
             range(steps),
             desc=f"epoch {epoch}/{cfg.epochs}",
@@ -343,44 +397,68 @@ class Trainer:
         )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = _to_float(self.train_x[idx], dev)
+            # The noise of the whole global batch, drawn in one call and sliced like the images.
+            eps = torch.randn((len(idx), cfg.latent_dim), generator=gen)
             for group in self.optimizer.param_groups:
                 group["lr"] = self._lr((epoch - 1) * steps + step, steps)
-            with torch.autocast(dev.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                mu, logvar = self.encoder(x)
-                mu, logvar = mu.float(), logvar.float()
-                eps = torch.randn(mu.shape, generator=gen).to(dev)
-                x_hat = self.decoder(reparameterize(mu, logvar, eps)).float()
-            try:
-                parts = negative_elbo(x_hat, x, mu, logvar, cfg.likelihood, cfg.sigma)
-                # recon + w * kl, written from the full loss so that it is the loss itself
-                # whenever the warm-up is over (w = 1).
-                weight = self._kl_weight(epoch, step)
-                loss = (parts.loss if weight == 1.0 else parts.loss - (1 - weight) * parts.kl).sum()
-                value = loss.item()
-            except RuntimeError:  # BCE refuses NaN inputs
-                value = math.nan
-            if not math.isfinite(value):
-                kept = (
-                    f"The last good checkpoint (epoch {epoch - 1}) is kept in "
-                    f"{self.run_dir / 'checkpoints'}"
-                    if epoch > 1
-                    else "No checkpoint was written."
-                )
-                raise NonFiniteLossError(
-                    f"non-finite loss ({value}) at epoch {epoch}, step {step + 1} "
-                    f"(global step {(epoch - 1) * steps + step + 1}); stopped. {kept}"
-                )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value = 0.0
+            for k in range(cfg.grad_accum):
+                part = slice(k * world.size + world.rank, None, world.size * cfg.grad_accum)
+                last = k == cfg.grad_accum - 1
+                # DDP all-reduces gradients on the last micro-batch only.
+                sync = self.model.no_sync if world.distributed and not last else None
+                with sync() if sync else contextlib.nullcontext():
+                    parts, loss = self._micro_step(epoch, step, idx[part], eps[part])
+                    value += self._global_value(loss, epoch, step)
+                    # DDP averages gradients over ranks; the step needs their sum.
+                    (loss * world.size if world.distributed else loss).backward()
+                totals[k] += torch.stack([p.detach().sum() for p in parts]).double().cpu()
             self.optimizer.step()
             for name, averaged in self.ema.items():
                 averaged.update_parameters(self._raw()[name])
-            totals += torch.stack([p.detach().sum() for p in parts]).double().cpu()
             if step % 50 == 0:
-                bar.set_postfix(loss=f"{value / len(x):.2f}")
-        loss, recon, kl = (totals / n).tolist()
+                bar.set_postfix(loss=f"{value / len(idx):.2f}")
+        loss, recon, kl = (world.all_sum(totals.sum(0)) / n).tolist()
         return {"loss": loss, "recon": recon, "kl": kl}
+
+    def _micro_step(
+        self, epoch: int, step: int, idx: Tensor, eps: Tensor
+    ) -> tuple[ElboParts | None, Tensor | None]:
+        """Forward one slice; returns its ELBO parts and summed (KL-weighted) loss, or a
+        None loss where the loss cannot be computed (BCE refuses NaN inputs)."""
+        cfg, dev = self.cfg, self.device
+        x = _to_float(self.train_x[idx], dev)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            x_hat, mu, logvar = self.model(x, eps.to(dev))
+        try:
+            parts = negative_elbo(x_hat, x, mu, logvar, cfg.likelihood, cfg.sigma)
+        except RuntimeError:
+            return None, None
+        # recon + w * kl, written from the full loss so that it is the loss itself whenever
+        # the warm-up is over (w = 1).
+        weight = self._kl_weight(epoch, step)
+        loss = (parts.loss if weight == 1.0 else parts.loss - (1 - weight) * parts.kl).sum()
+        return parts, loss
+
+    def _global_value(self, loss: Tensor | None, epoch: int, step: int) -> float:
+        """The loss summed over ranks; every rank stops together on a non-finite one, before
+        any gradient of it is applied."""
+        mine = torch.tensor([math.nan if loss is None else loss.item()], dtype=torch.float64)
+        value = float(self.world.all_sum(mine).item())
+        if math.isfinite(value):
+            return value
+        steps = self.steps_per_epoch
+        kept = (
+            f"The last good checkpoint (epoch {epoch - 1}) is kept in "
+            f"{self.run_dir / 'checkpoints'}"
+            if epoch > 1
+            else "No checkpoint was written."
+        )
+        raise NonFiniteLossError(
+            f"non-finite loss ({value}) at epoch {epoch}, step {step + 1} "
+            f"(global step {(epoch - 1) * steps + step + 1}); stopped. {kept}"
+        )
 
     def _write_epoch_outputs(self, epoch: int) -> None:
         encoder, decoder = self._kept()
@@ -394,17 +472,36 @@ class Trainer:
         pair = np.concatenate([x.cpu().numpy(), recon])
         save_png(make_grid(pair, 8), self.run_dir / f"reconstructions/epoch-{epoch:03d}.png")
 
+    @contextlib.contextmanager
+    def holding_run_dir(self, create: bool = True) -> Iterator[None]:
+        """Rank 0 holds an exclusive lock on the run directory (created when ``create``);
+        every rank waits until it does. Re-entrant, so ``fit`` inside it keeps the lock."""
+        if self._holding:
+            yield
+            return
+        main = self.world.is_main
+        with locked_run_dir(self.run_dir, create=create) if main else contextlib.nullcontext():
+            self.world.barrier()
+            self._holding = True
+            try:
+                yield
+            finally:
+                self._holding = False
+
     def fit(self, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+        """Train to the end, holding the run directory (see ``holding_run_dir``)."""
+        with self.holding_run_dir():
+            return self._fit(log)
+
+    def _fit(self, log: Callable[[str], None]) -> list[dict[str, Any]]:
         cfg = self.cfg
         if not self.resumed and (self.run_dir / "checkpoints" / "latest.json").exists():
             raise TrainingError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it, or choose "
                 "another --out"
             )
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrainingError(f"cannot create the run directory {self.run_dir}: {exc}") from None
+        if not self.world.is_main:
+            log = _silent
         stale = 0
         for epoch in range(self.start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -432,29 +529,10 @@ class Trainer:
             row["train_seconds"] = round(train_seconds, 3)
             row["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(row)
-            metrics = {k: v for k, v in row.items() if "seconds" not in k}
-            config = _checkpoint_config(cfg, self.data, encoder, decoder, epoch, metrics)
-            state = {
-                "optimizer": self.optimizer.state_dict(),
-                "epoch": epoch,
-                "best_val": self.best_val,
-                "history": self.history,
-                **self._ema_state(),
-            }
-            save_checkpoint(
-                self.run_dir,
-                encoder,
-                decoder,
-                config,
-                state,
-                epoch,
-                best=improved or not cfg.val_size,
-            )
-            atomic.write_bytes(
-                self.run_dir / "metrics.jsonl",
-                "".join(json.dumps(r) + "\n" for r in self.history).encode(),
-            )
-            self._write_epoch_outputs(epoch)
+            if self.world.is_main:
+                self._write_epoch(epoch, row, best=improved or not cfg.val_size)
+            # No rank starts the next epoch (or exits) before the checkpoint is complete.
+            self.world.barrier()
             val_txt = f" val {row['val_loss']:.2f}" if cfg.val_size else ""
             log(
                 f"epoch {epoch:3d}/{cfg.epochs}  train {train['loss']:.2f} "
@@ -466,8 +544,34 @@ class Trainer:
             if cfg.patience and stale >= cfg.patience:
                 log(f"early stop: no validation improvement in {cfg.patience} epochs")
                 break
-        figures.save_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
+        if self.world.is_main:
+            figures.save_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
         return self.history
+
+    def _write_epoch(self, epoch: int, row: dict[str, Any], best: bool) -> None:
+        """The checkpoint, metrics.jsonl and pictures of one epoch (rank 0 only)."""
+        encoder, decoder = self._kept()
+        metrics = {k: v for k, v in row.items() if "seconds" not in k}
+        config = _checkpoint_config(
+            self.cfg, self.data, encoder, decoder, epoch, metrics, self.world.size
+        )
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "best_val": self.best_val,
+            "history": self.history,
+            **self._ema_state(),
+        }
+        save_checkpoint(self.run_dir, encoder, decoder, config, state, epoch, best=best)
+        atomic.write_bytes(
+            self.run_dir / "metrics.jsonl",
+            "".join(json.dumps(r) + "\n" for r in self.history).encode(),
+        )
+        self._write_epoch_outputs(epoch)
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def train(
@@ -478,15 +582,19 @@ def train(
     download: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    world: World | None = None,
 ) -> list[dict[str, Any]]:
     """One training run, as ``vae-train`` does it: fetch the dataset if asked, start (or
-    resume) the run in ``run_dir`` and train it to the end; returns the epoch history."""
+    resume) the run in ``run_dir`` under an exclusive lock and train it to the end; returns
+    the epoch history. ``world`` is this process's rank under torchrun."""
     if download:
         from vae_train.download import download_dataset
 
         download_dataset(cfg.dataset, cfg.data_dir)
-    trainer = Trainer(cfg, run_dir, progress=progress)
-    if resume:
-        trainer.resume()
-        log(f"resuming {run_dir} at epoch {trainer.start_epoch}")
-    return trainer.fit(log=log)
+    trainer = Trainer(cfg, run_dir, progress=progress, world=world)
+    with trainer.holding_run_dir(create=not resume):
+        if resume:
+            trainer.resume()
+            if trainer.world.is_main:
+                log(f"resuming {run_dir} at epoch {trainer.start_epoch}")
+        return trainer.fit(log=log)

@@ -42,7 +42,7 @@ DEFAULT_BATCH_SIZE = 256
 ENCODER_OUTPUTS = ["mu", "logvar"]
 DECODER_OUTPUTS = ["x_hat"]
 # Keywords of VAE() that are options of the onnxruntime engine, with their defaults.
-ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": "all", "spinning": False}
+ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": None, "spinning": False}
 
 
 class FileEmbedding(NamedTuple):
@@ -75,7 +75,8 @@ class VAE:
     Options of the onnxruntime backend: ``providers``: "cpu" (default), "cuda", ORT
     provider names or (name, options) pairs; one this onnxruntime lacks raises
     ProviderError unless ``fallback=True``. ``optimization``: ORT graph optimization level,
-    "disable", "basic", "extended" or "all". ``spinning=True`` lets idle ORT threads
+    "disable", "basic", "extended" or "all" (None: the variant's manifest ``session`` level,
+    else "all"; a level below the variant's minimum is refused). ``spinning=True`` lets idle ORT threads
     busy-wait after each call (off by default: on a loaded machine spinning made 2-thread
     runs 1.2-1.5x slower; see docs/performance.md).
     ``engine_options``: further options, by name, for the chosen backend.
@@ -91,7 +92,7 @@ class VAE:
         batch_size: int = DEFAULT_BATCH_SIZE,
         providers: Providers = None,
         fallback: bool = False,
-        optimization: str = "all",
+        optimization: str | None = None,
         spinning: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -111,7 +112,7 @@ class VAE:
         if threads is not None:
             options["threads"] = threads
         options.update(engine_options or {})
-        self._engine = create_engine(backend, options)
+        self._engine = create_engine(backend, options, self._manifest.session(variant))
         runners = {role: self._load(role, files[role]) for role in GRAPH_ROLES}
         self._encoder: GraphRunner = runners["encoder"]
         self._decoder: GraphRunner = runners["decoder"]

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -131,9 +131,14 @@ except (OSError, IndexError):
 """
 
 
-def cold_start(model: str | None, runs: int = 7, backend: str = DEFAULT_ENGINE) -> dict:
+def cold_start(
+    model: str | None,
+    runs: int = 7,
+    backend: str = DEFAULT_ENGINE,
+    engine_options: Mapping[str, Any] | None = None,
+) -> dict:
     """Fresh process: import vae_runtime, load the model, generate 64 images."""
-    load = f"VAE({model!r}, backend={backend!r})"
+    load = f"VAE({model!r}, backend={backend!r}, engine_options={dict(engine_options or {})!r})"
     code = f"from vae_runtime import VAE; {load}.generate(64, seed=0)\n{_RSS}"
     walls, rsss = zip(*(_run_child(code)[:2] for _ in range(runs)), strict=True)
     return {
@@ -244,6 +249,7 @@ def run_bench(
     stream: int = 0,
     providers: Any = None,
     backend: str = DEFAULT_ENGINE,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     vae = VAE(
         model,
@@ -252,6 +258,7 @@ def run_bench(
         threads=threads,
         providers=providers,
         batch_size=max(batch_sizes),
+        engine_options=engine_options,
     )
     info = vae.info
     report: dict[str, Any] = {
@@ -267,7 +274,7 @@ def run_bench(
     if 1 in batch_sizes:
         report["batch1_overhead"] = wrapper_overhead(vae, budget_s)
     if cold_runs:
-        report["cold_start"] = cold_start(model, cold_runs, backend)
+        report["cold_start"] = cold_start(model, cold_runs, backend, engine_options)
     if stream:
         report["streaming"] = streaming_embed(model, stream, backend=backend)
     report["peak_rss_mb"] = peak_rss_mb()

@@ -68,18 +68,22 @@ def test_the_budget_rules_out_what_costs_too_much() -> None:
 
 def test_differences_within_the_probe_noise_bring_in_no_second_engine() -> None:
     close = dict(ZEN5)
-    close[(OV8, "decoder", "large")] = 1.03 * ZEN5[(ORT8, "decoder", "large")]
+    close[(OV8, "decoder", "large")] = 1.08 * ZEN5[(ORT8, "decoder", "large")]
     assert set(choose(close, COSTS, budget=1.0).values()) == {ORT8}
+    clear = dict(ZEN5)
+    clear[(OV8, "decoder", "large")] = 1.15 * ZEN5[(ORT8, "decoder", "large")]
+    assert set(choose(clear, COSTS, budget=1.0).values()) == {ORT8, OV8}
 
 
 def test_a_machine_with_fast_bf16_gets_bf16_where_it_leads() -> None:
-    """Shaped like the issue's AMX Xeon: OpenVINO bf16 far ahead at large batches."""
+    """Shaped like the issue's AMX Xeon: OpenVINO bf16 far ahead on the large-batch encoder
+    (its int8 decoder made clearly faster here than the issue's 9%, which is a tie)."""
     amx = figures({
         ORT32: (6.0e3, 23.1e3, 6.0e3, 16.3e3),
         ORT8: (19.0e3, 36.8e3, 12.0e3, 20.3e3),
         OV32: (5.0e3, 22.1e3, 5.0e3, 14.9e3),
         OV16: (8.0e3, 72.9e3, 7.0e3, 55.0e3),
-        OV8: (9.0e3, 59.1e3, 8.0e3, 60.1e3),
+        OV8: (9.0e3, 59.1e3, 8.0e3, 66.0e3),
     })  # fmt: skip
     plan = choose(amx, COSTS, budget=1.0)
     assert plan[("encoder", "large")] == OV16 and plan[("decoder", "large")] == OV8

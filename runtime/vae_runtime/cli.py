@@ -621,22 +621,14 @@ def _quality_summary(q: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in q.items() if isinstance(v, float))
 
 
-def _auto_summary(a: dict[str, Any]) -> str:
-    picks = []
-    for role, by_batch in a["picked"].items():
-        labels = list(dict.fromkeys(by_batch.values()))
-        text = (
-            labels[0] if len(labels) == 1 else ", ".join(f"{v} ({k})" for k, v in by_batch.items())
-        )
-        picks.append(f"{role} {text}")
-    return (
-        f"{'; '.join(picks)}; test negative ELBO cost {a['nelbo_cost']:g} of "
-        f"{a['max_nelbo_change']:g} nats (probe figures: --json)"
-    )
+def _auto_summary(facts: dict[str, Any]) -> str:
+    from .auto import summary
+
+    return summary(facts) + " (probe figures: --json)"
 
 
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "auto": _auto_summary,
+    "auto": lambda a: _auto_summary(a),
     "parity": _parity_summary,
     "training": lambda t: f"{t.get('command', '')} (epoch {t.get('epoch')})",
     "quality": _quality_summary,

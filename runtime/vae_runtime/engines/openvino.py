@@ -162,6 +162,10 @@ class OpenVINORunner:
             requests[key] = (compiled, compiled.create_infer_request())
         return requests[key][1]
 
+    def infer_request(self, batch: int) -> ov.InferRequest:
+        """This thread's infer request for ``batch`` rows (what ``run`` calls)."""
+        return self._request(self._compiled(batch))
+
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
             ) -> list[np.ndarray]:  # fmt: skip
         batch = len(next(iter(feeds.values())))

@@ -12,15 +12,16 @@ their costs add, and their sum must stay within ``max_nelbo_change`` (default
 DEFAULT_MAX_NELBO_CHANGE, the int8 variant's own budget).
 
 The probe runs every candidate's graphs, alternating, at batch 1 and at the model's batch
-size, and counts images per CPU-second of this process (wall time on a shared machine
-measures the neighbours). :func:`choose` then takes, among the sets of candidates within
-budget, the one whose fastest member per (graph, batch regime) is fastest in total; a graph
-whose small- and large-batch picks differ gets both, behind a runner that sends batches of
-up to SMALL_BATCH rows to the one and larger batches to the other. What was picked, and
+size (at most PROBE_LARGE rows), and counts images per CPU-second of this process (wall
+time on a shared machine measures the neighbours). :func:`choose` then takes, among the
+sets of candidates within budget, the one whose fastest member per (graph, batch regime)
+is fastest in total; a graph whose small- and large-batch picks differ gets both, behind a
+runner that sends batches of up to SMALL_BATCH rows to the one and larger batches to the
+other. What was picked, and
 the figures it was picked on, are in ``VAE.info["auto"]``.
 
 The default stays plain ONNX Runtime fp32: auto's numbers differ from it (by the cost
-above), and its probe costs about a second at load.
+above), and its probe costs about 2 CPU-seconds at load (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 
 from vae_format import Manifest
 
-from .contenders import ROLES, Contender, engine_contenders, engine_for, rates
+from .contenders import ROLES, Contender, engine_contenders, engine_for, feeds_for, rates
 from .engines import GraphRunner
 from .errors import InputError
 
@@ -49,7 +50,6 @@ TIE = 0.10  # the probe's noise on a loaded machine: rates this close count as e
 OPTIONS = ("max_nelbo_change", "probe_seconds")
 Regime = str  # "small" (batch <= SMALL_BATCH) or "large"
 Figures = Mapping[tuple[Contender, str, Regime], float]  # images per CPU-second
-Load = Callable[[Contender], dict[str, GraphRunner]]
 
 
 def cost(c: Contender, manifest: Manifest) -> float:
@@ -171,13 +171,11 @@ def probe(
 ) -> dict[tuple[Contender, str, Regime], float]:
     """Images per CPU-second of every contender's graphs at batch 1 ("small") and at
     ``batch`` ("large"), median of ``rounds`` alternating rounds of ``seconds`` each."""
-    rng = np.random.default_rng(0)
     large = min(batch, PROBE_LARGE)
     sizes = {"small": 1, "large": large} if batch > SMALL_BATCH else {"small": batch}
     figures = {}
     for regime, b in sizes.items():
-        feeds = {"encoder": {"x": rng.random((b, 1, 28, 28), dtype=np.float32)},
-                 "decoder": {"z": rng.standard_normal((b, latent_dim), np.float32)}}  # fmt: skip
+        feeds = feeds_for(b, latent_dim)
         for role in ROLES:
             calls = {c: partial(r[role].run, None, feeds[role]) for c, r in runners.items()}
             got: dict[Contender, list[float]] = {c: [] for c in calls}

@@ -33,6 +33,7 @@ from .contenders import (
     Runners,
     engine_contenders,
     engine_for,
+    feeds_for,
     openvino_available,
     rates,
 )
@@ -47,14 +48,6 @@ def load_contender(c: Contender, manifest: Manifest, threads: int) -> Runners:
         return c.loader()
     engine = engine_for(c, manifest, threads, {"spinning": False})
     return load_runners(engine, manifest, c.variant)
-
-
-def feeds_for(batch: int, latent_dim: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    return {
-        "encoder": {"x": rng.random((batch, 1, 28, 28), dtype=np.float32)},
-        "decoder": {"z": rng.standard_normal((batch, latent_dim), np.float32)},
-    }
 
 
 def measure(

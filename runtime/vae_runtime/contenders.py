@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from vae_format import Manifest
 
 from .engines import ENGINES, Engine, GraphRunner, create_engine
@@ -66,15 +68,17 @@ def engine_contenders(
     found += [Contender("onnxruntime", v, v) for v in variants]
     if not openvino_available():
         return found
+    precisions = precisions or openvino_precisions()  # OpenVINO's names: f32, bf16
     for static in static_batches:
         note = "dynamic shapes" if static == 0 else f"static shapes x{static}"
         shapes = (("static_batches", static),)
-        for p in precisions or openvino_precisions():  # OpenVINO's names: f32, bf16
+        for p in precisions:
             name = "fp32" if p == "f32" else p
             found.append(Contender("openvino", None, name, (("precision", p), *shapes), note))
         # The int8 graphs' float nodes (the encoder's one-channel conv1, the sigmoid) run at
-        # the machine's precision, as VAE(backend="openvino", variant="int8") runs them.
-        best = openvino_precisions()[-1]
+        # the last precision asked for: by default the machine's, as VAE(backend="openvino",
+        # variant="int8") runs them.
+        best = precisions[-1]
         int8_note = f"{note}, float nodes {best}" if best != "f32" else note
         found += [Contender("openvino", v, v, (("precision", best), *shapes), int8_note)
                   for v in variants if v == "int8"]  # fmt: skip
@@ -104,3 +108,12 @@ def rates(fn: Callable[[], Any], batch: int, budget_s: float) -> tuple[float, fl
         calls += 1
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return batch * calls / wall, batch * calls / max(cpu, 1e-9)
+
+
+def feeds_for(batch: int, latent_dim: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """role -> random inputs of ``batch`` rows (images in [0, 1], N(0, I) latents)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "encoder": {"x": rng.random((batch, 1, 28, 28), dtype=np.float32)},
+        "decoder": {"z": rng.standard_normal((batch, latent_dim), np.float32)},
+    }

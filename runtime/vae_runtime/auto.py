@@ -17,8 +17,7 @@ time on a shared machine measures the neighbours). :func:`choose` then takes, am
 sets of candidates within budget, the one whose fastest member per (graph, batch regime)
 is fastest in total; a graph whose small- and large-batch picks differ gets both, behind a
 runner that sends batches of up to SMALL_BATCH rows to the one and larger batches to the
-other. What was picked, and
-the figures it was picked on, are in ``VAE.info["auto"]``.
+other. What was picked, and the figures it was picked on, are in ``VAE.info["auto"]``.
 
 The default stays plain ONNX Runtime fp32: auto's numbers differ from it (by the cost
 above), and its probe costs about 2 CPU-seconds at load (docs/performance.md).

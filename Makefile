@@ -70,7 +70,7 @@ bench: $(DEV_VENV)/.installed
 	$(BIN)/vae-run bench --threads 2 --stream 100000
 	$(BIN)/vae-run bench --threads 2 --variant int8 --cold-start 0
 	$(BIN)/vae-export bench artifacts/mnist-conv-z20 --threads 2
-	$(BIN)/python -m vae_runtime.bench_compare artifacts/mnist-conv-z20 --threads 1 --batch 1 256 --data-dir $(DATA_DIR)
+	$(BIN)/vae-export bench artifacts/mnist-conv-z20 --compare --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf $(RUN_VENV) $(DEV_VENV) $(DEMO_OUT) dist build .pytest_cache .ruff_cache .hypothesis

@@ -8,8 +8,10 @@ for ``--budget`` seconds, so drift in machine load hits them alike. Threads are 
     .venv/bin/python scripts/bench_engines.py artifacts/mnist-conv-z20 --batch 1 64 256 1024
 
 Contender names: ort-fp32, ort-int8 (the model's int8 graphs), ort-int8new (those in
-``--int8-dir``), ``@extended`` etc. = that ORT optimization level; ov-f32, ov-bf16,
-ov-int8, ov-int8new (dynamic batch; ``+static`` = compiled per batch size); torch-fp32,
+``--int8-dir``), ``@extended`` etc. = that ORT optimization level, ``#128`` = ORT runs of at
+most 128 rows (the engine's rows_per_run; default: the whole batch in one run); ov-f32, ov-bf16,
+ov-int8, ov-int8new (dynamic batch; ``+static`` = compiled per batch size; ``@bf16`` = the
+precision hint for OpenVINO's float nodes, default f32); torch-fp32,
 torch-bf16 (autocast, channels_last).
 """
 
@@ -20,6 +22,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +81,8 @@ def contenders(model_dir: Path, names: list[str], threads: int, batches: list[in
     }  # fmt: skip
     out: dict[str, dict[str, Callable]] = {}
     for name in names:
-        engine, _, rest = name.partition("-")
+        spec, _, rows = name.partition("#")
+        engine, _, rest = spec.partition("-")
         kind, _, static = rest.partition("+")
         kind, _, lvl = kind.partition("@")
         out[name] = {}
@@ -88,12 +92,10 @@ def contenders(model_dir: Path, names: list[str], threads: int, batches: list[in
             weights = {} if kind.startswith("int8") else ext[role]
             if engine == "ort":
                 s = _ort(graph, weights, threads, lvl or level)
-                out[name][role] = lambda b, s=s, feed=feed, role=role: (
-                    lambda: s.run(None, {feed: inputs[b][role]})
-                )
+                out[name][role] = partial(_ort_call, s, feed, role, inputs, int(rows or 0))
             elif engine == "ov":
                 model = _ov_model(graph, weights)
-                precision = "bf16" if kind == "bf16" else "f32"
+                precision = lvl or ("bf16" if kind == "bf16" else "f32")
                 if static:
                     compiled = {b: _ov_compile(model, precision, threads, b) for b in batches}
                 else:
@@ -108,6 +110,14 @@ def contenders(model_dir: Path, names: list[str], threads: int, batches: list[in
             else:
                 raise SystemExit(f"unknown contender {name}")
     return out
+
+
+def _ort_call(session: Any, feed: str, role: str, inputs: dict, rows: int, b: int) -> Callable:
+    """A call running batch ``b`` in ORT runs of at most ``rows`` rows (0: one run)."""
+    x = inputs[b][role]
+    if not rows or b <= rows:
+        return lambda: session.run(None, {feed: x})
+    return lambda: [session.run(None, {feed: x[i : i + rows]}) for i in range(0, b, rows)]
 
 
 def _torch_call(model_dir: Path, role: str, kind: str, inputs: dict, threads: int) -> Callable:

@@ -141,9 +141,75 @@ def test_export_bench_runs_a_variant_and_prints_the_gemm_peak(capsys) -> None:
     assert export_main(["bench", str(model_dir), *quick]) == 0
     out = capsys.readouterr().out
     assert "vae_runtime (int8 variant)" in out
-    peak = float(out.split("torch.mm): ")[1].split()[0])
-    assert peak > 0
+    # The peak is the engines' own MatMul, torch.mm's rate beside it.
+    peak = float(out.split("MatMul in ONNX Runtime): ")[1].split()[0])
+    torch_mm = float(out.split("torch.mm reaches ")[1].split()[0])
+    assert peak > 0 and torch_mm > 0
     assert [line.split()[0] for line in out.splitlines()[-2:]] == ["encode", "decode"]
+
+
+COMPARE = ["--batch-sizes", "1,4", "--rounds", "1", "--seconds", "0.02", "--json"]
+
+
+@pytest.mark.slow
+def test_runtime_bench_compare_runs_every_contender(data_dir: Path, capsys) -> None:
+    """vae-run bench --compare: every backend x graphs x precision of the model, each batch
+    size and graph, GFLOP from the model's FLOP count, and each one's ELBO change."""
+    from vae_runtime.bench_compare import format_report
+    from vae_runtime.contenders import engine_contenders
+
+    model_dir = REPO / "artifacts" / "mnist-mlp-z20"
+    args = ["bench", "--compare", "--model", str(model_dir), "--data-dir", str(data_dir)]
+    assert run_main([*args, *COMPARE, "--static-batches", "0,8", "--precision", "f32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    manifest = VAE(model_dir).manifest
+    labels = [c.label for c in engine_contenders(manifest_of(model_dir), ["f32"], [0, 8])]
+    assert "onnxruntime int8" in labels and "openvino fp32 (dynamic shapes)" in labels
+    assert not any("bf16" in label for label in labels)  # --precision f32 only
+    rows = {(r["contender"], r["op"], r["batch"]): r for r in report["rows"]}
+    assert set(rows) == {(c, op, b) for c in labels for op in ("encoder", "decoder")
+                         for b in (1, 4)}  # fmt: skip
+    r = rows[("onnxruntime int8", "decoder", 4)]
+    flops = manifest["graphs"]["decoder"]["flops_per_image"]
+    assert r["gflop_per_cpu_s"] == pytest.approx(r["images_per_cpu_s"] * flops / 1e9)
+    assert report["peaks"]["f32"] > 0
+    changes = report["nelbo_change"]
+    assert set(changes) == set(labels) and changes["onnxruntime fp32"] == 0
+    recorded = manifest["variants"]["int8"]["quality"]["change"]
+    assert changes["onnxruntime int8"] == pytest.approx(recorded, abs=0.05)  # other eps
+    assert abs(changes["openvino fp32 (static shapes x8)"]) <= 1e-3
+    text = format_report(report)
+    assert "GEMM peak per CPU-second" in text and "onnxruntime int8" in text
+
+
+def manifest_of(model_dir: Path):
+    from vae_format import Manifest
+
+    return Manifest.load(model_dir)
+
+
+@pytest.mark.slow
+def test_export_bench_compare_adds_torch_on_the_same_weights(data_dir: Path, capsys) -> None:
+    model_dir = REPO / "artifacts" / "mnist-mlp-z20"
+    args = ["bench", str(model_dir), "--compare", "--data-dir", str(data_dir)]
+    assert export_main([*args, *COMPARE]) == 0
+    report = json.loads(capsys.readouterr().out)
+    labels = {r["contender"] for r in report["rows"]}
+    assert {"torch fp32 (eager)", "torch bf16 (autocast, channels_last)"} <= labels
+    assert "onnxruntime fp32" in labels
+    changes = report["nelbo_change"]
+    assert abs(changes["torch fp32 (eager)"]) <= 1e-3  # the same weights as the graphs
+    assert 0 < abs(changes["torch bf16 (autocast, channels_last)"]) <= 0.5
+
+
+def test_bench_compare_refuses_bad_lists(capsys) -> None:
+    for bad, words in ((["--precision", "fp8"], "f32 and/or bf16"),
+                       (["--static-batches", "-1"], "integers >= 0")):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:  # argparse's usage error
+            run_main(["bench", "--compare", *bad])
+        assert exc.value.code == 2 and words in capsys.readouterr().err
+    assert run_main(["bench", "--precision", "f32,bf16", "--cold-start", "0"]) == 2
+    assert "several only with --compare" in capsys.readouterr().err
 
 
 REPO = Path(__file__).resolve().parents[1]

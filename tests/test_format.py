@@ -132,6 +132,45 @@ def test_variants_files_and_sections_are_added_and_checked(tmp_path):
         m.with_graph_info("encoder", file="other.onnx")
 
 
+def _int8_manifest(tmp_path: Path) -> Manifest:
+    d, files = _graph_dir(tmp_path)
+    return _new_manifest(d, files)
+
+
+@pytest.mark.parametrize(
+    ("session", "words"),
+    [
+        ("all", "must be an object"),
+        ({"optimisation": "all"}, "unknown key"),
+        ({"min_optimization": "fast"}, "min_optimization is 'fast'"),
+        ({"optimization": 99}, "optimization is 99"),
+        ({"min_optimization": "extended", "optimization": "basic"}, "below its min_optimization"),
+    ],
+)
+def test_a_variants_session_entry_is_checked(tmp_path, session, words):
+    m = _int8_manifest(tmp_path)
+    roles = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+    with pytest.raises(ModelFormatError, match=words):
+        m.with_variant("int8", roles, session=session)
+    doc = m.to_dict()  # and a reader refuses it as a writer does
+    doc["variants"] = {"int8": {**roles, "session": session}}
+    (m.directory / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFormatError, match=words):
+        Manifest.load(m.directory)
+
+
+def test_a_variants_session_entry_is_read(tmp_path):
+    m = _int8_manifest(tmp_path)
+    roles = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+    wanted = {"min_optimization": "extended", "optimization": "all"}
+    m.with_variant("int8", roles, session=wanted).with_variant("plain", roles).write()
+    back = Manifest.load(m.directory)
+    assert back.session("int8") == wanted
+    assert back.session("plain") == {} and back.session(None) == {}
+    with pytest.raises(ModelFormatError, match="no variant 'fp8'"):
+        back.session("fp8")
+
+
 def test_unknown_sections_are_kept(tmp_path):
     d, files = _graph_dir(tmp_path)
     doc = _new_manifest(d, files).to_dict()

@@ -58,7 +58,7 @@ def test_int8_folds_every_relu_and_keeps_only_the_one_channel_conv_float(conv, t
     assert r.float_ops(enc) == [first_conv]
     assert r.relus_between_qdq(enc) == []
     dec, facts = _quantized(conv / "decoder.onnx", tmp_path, "int8")
-    assert facts == {"float_nodes": [], "composed_convs": 1}
+    assert facts == {"float_nodes": [], "composed_convs": 1, "merged_phase_convs": 1}
     assert r.float_ops(dec) == []
     assert r.relus_between_qdq(dec) == []
     assert [n.op_type for n in dec.graph.node].count("Relu") == 0  # all folded
@@ -74,8 +74,51 @@ def test_the_old_recipe_left_qdq_pairs_around_relu(conv, tmp_path) -> None:
     assert len(r.relus_between_qdq(onnx.load(str(tmp_path / "old.onnx")))) == 3
 
 
-def test_concat_inputs_share_the_relu_range(conv, tmp_path) -> None:
+def test_merging_the_phase_convs_is_exact(conv: Path) -> None:
+    model = onnx.load(str(conv / "decoder.onnx"))
+    before = model.SerializeToString()
+    assert r.compose_pointwise_convs(model) == 1
+    assert r.merge_phase_convs(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert "Concat" not in ops and ops.count("Conv") == 2 and ops.count("Mul") == 1
+    kernels = {n.name: r._attrs(n)["kernel_shape"] for n in model.graph.node if n.op_type == "Conv"}
+    assert kernels == {r.MERGED_CONV: [2, 2], r.LAST_CONV: [2, 2]}
+    z = _latents(256)
+    (want,) = ort_session(before).run(None, {"z": z})
+    (got,) = ort_session(model.SerializeToString()).run(None, {"z": z})
+    assert np.abs(got - want).max() <= 1e-5
+    assert r.merge_phase_convs(model) == 0  # nothing left to merge
+
+
+def test_a_last_layer_reading_outside_the_phase_windows_is_not_merged() -> None:
+    shifts = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    sparse = np.zeros((16, 8, 3, 3), np.float32)
+    sparse[:, 0:2, 1:, 1:] = 1.0  # phase (0, 0) reads taps 1..2: inside its window
+    assert r._last_on_merged_grid(sparse, shifts) is not None
+    sparse[:, 0, 0, 0] = 1.0  # ... and tap 0, which the merged grid cannot reach
+    assert r._last_on_merged_grid(sparse, shifts) is None
+
+
+def test_the_int8_border_mask_is_a_uint8_min(conv, tmp_path) -> None:
     dec, _ = _quantized(conv / "decoder.onnx", tmp_path, "int8")
+    inits = {t.name: numpy_helper.to_array(t) for t in dec.graph.initializer}
+    producer = {o: n for n in dec.graph.node for o in n.output}
+    ops = [n.op_type for n in dec.graph.node]
+    assert "Concat" not in ops and "Mul" not in ops
+    (mask,) = [n for n in dec.graph.node if n.op_type == "Min"]
+    bytes_ = inits[mask.input[1]]
+    assert bytes_.dtype == np.uint8 and set(np.unique(bytes_)) == {0, 255}
+    assert producer[mask.input[0]].op_type == "QuantizeLinear"  # the merged Conv's output
+    q = producer[mask.input[0]]
+    (dq,) = [n for n in dec.graph.node if mask.output[0] in n.input]
+    assert dq.op_type == "DequantizeLinear" and dq.input[1:] == q.input[1:]
+    assert int(inits[q.input[2]]) == 0  # the ReLU's range: Min with 0 gives exactly 0.0
+
+
+def test_concat_inputs_share_the_relu_range(conv, tmp_path) -> None:
+    """Where the phase Convs stay apart (the last layer in float), their Concat feeds the
+    ReLU's range to each of them."""
+    dec, _ = _quantized(conv / "decoder.onnx", tmp_path, "int8-float-last")
     inits = {t.name: numpy_helper.to_array(t) for t in dec.graph.initializer}
     producer = {o: n for n in dec.graph.node for o in n.output}
     (cat,) = [n for n in dec.graph.node if n.op_type == "Concat"]
@@ -92,7 +135,7 @@ def test_concat_inputs_share_the_relu_range(conv, tmp_path) -> None:
 def test_float_last_keeps_the_two_last_convs_float_and_uncomposed(conv, tmp_path) -> None:
     dec, facts = _quantized(conv / "decoder.onnx", tmp_path, "int8-float-last")
     last = r.last_layer(onnx.load(str(conv / "decoder.onnx"), load_external_data=False))
-    assert facts == {"float_nodes": sorted(last), "composed_convs": 0}
+    assert facts == {"float_nodes": sorted(last), "composed_convs": 0, "merged_phase_convs": 0}
     assert sorted(r.float_ops(dec)) == sorted(last)
 
 

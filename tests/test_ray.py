@@ -319,6 +319,16 @@ def test_generate_out_dir_refused(tmp_path, capsys) -> None:
     assert code == 2 and "give --out FOLDER, not --out-dir" in err
 
 
+@pytest.mark.parametrize("command", ["embed", "generate"])
+def test_backend_auto_refused(command, encoded, tmp_path, capsys) -> None:
+    """Each actor would run its own probe, and actors could pick different graphs."""
+    inputs = [encoded[0]] if command == "embed" else []
+    args = [command, *inputs, "--out", tmp_path / "o", "--ray", "--backend", "auto"]
+    code, err = cli(args, capsys)
+    assert code == 2 and "--backend auto probes per process" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ray_missing_says_which_extra(encoded, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     code, err = cli(["embed", encoded[0], "--out", tmp_path / "o", "--ray"], capsys)

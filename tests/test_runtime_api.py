@@ -483,6 +483,44 @@ def test_optimization_levels_give_the_same_results(conv_dir, vae, level):
     np.testing.assert_allclose(other.embed(IMAGES), vae.embed(IMAGES), atol=1e-5)
 
 
+SHIPPED_INT8 = Path(__file__).resolve().parents[1] / "artifacts" / "mnist-conv-z20"
+
+
+def test_a_variants_session_settings_are_honoured():
+    """The int8 variant records min_optimization "extended", optimization "all": it runs at
+    "all" unless told otherwise, at "extended" when asked, and a lower level is refused."""
+    session = VAE(SHIPPED_INT8, variant="int8", threads=1).manifest["variants"]["int8"]["session"]
+    assert session == {"min_optimization": "extended", "optimization": "all"}
+    assert VAE(SHIPPED_INT8, variant="int8", threads=1).info["optimization"] == "all"
+    extended = VAE(SHIPPED_INT8, variant="int8", threads=1, optimization="extended")
+    assert extended.info["optimization"] == "extended"
+    for level in ("basic", "disable"):
+        with pytest.raises(InputError, match=f"optimization='{level}' is below .* 'extended'"):
+            VAE(SHIPPED_INT8, variant="int8", optimization=level)
+    # The default graphs have no such entry: every level loads.
+    assert VAE(SHIPPED_INT8, threads=1, optimization="basic").info["optimization"] == "basic"
+
+
+def test_large_batches_run_in_chunks_with_the_same_results(conv_dir):
+    """rows_per_run splits a batch into consecutive runs; the outputs are those of one run."""
+    x = RNG.random((300, 1, 28, 28), dtype=np.float32)
+    whole = VAE(conv_dir, threads=1, batch_size=300, engine_options={"rows_per_run": 0})
+    chunked = VAE(conv_dir, threads=1, batch_size=300, engine_options={"rows_per_run": 128})
+    assert chunked.info["rows_per_run"] == 128
+    for got, want in zip(chunked.encode(x), whole.encode(x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        assert got.shape == (300, L)
+    z = RNG.standard_normal((257, L)).astype(np.float32)
+    np.testing.assert_allclose(chunked.decode(z), whole.decode(z), atol=1e-6)
+    runner, seen = chunked._encoder, []
+    real = runner._session_run
+    runner._session_run = lambda names, feeds: seen.append(len(feeds["x"])) or real(names, feeds)
+    chunked.encode(x)
+    assert seen == [128, 128, 44]  # the rows each ORT run received
+    with pytest.raises(InputError, match="rows_per_run"):
+        VAE(conv_dir, engine_options={"rows_per_run": -1})
+
+
 def test_conflicting_onnxruntime_installs_warn(conv_dir, monkeypatch):
     monkeypatch.setattr(
         providers_mod, "installed_ort_distributions", lambda: ("onnxruntime", "onnxruntime-gpu")

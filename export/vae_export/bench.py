@@ -4,10 +4,20 @@ Both run in one process with the same thread count, alternating round by round s
 drift in machine load hits both alike; each figure is the median over rounds of the
 per-round median call time. ORT thread spinning is off, as in export validation:
 spinning ORT threads would steal the cores from the torch calls that follow.
+
+``--compare`` runs the runtime's comparison (vae_runtime.bench_compare: every backend x
+variant x precision, images per CPU-second) with PyTorch eager float32 and bfloat16
+autocast (channels_last) added as contenders on the same weights (:func:`torch_contenders`).
+
+The GEMM peak printed is the engines' own (a 1024x1024 MatMul through ONNX Runtime, see
+vae_runtime.gemm_peak): torch's MKL and numpy's OpenBLAS run their AVX2 kernels on some
+CPUs (AMD family 1Ah) and reach half of it, so torch.mm is shown beside it, not as the peak.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import tempfile
 from collections.abc import Sequence
 from functools import partial
@@ -19,8 +29,83 @@ import torch
 
 from vae_export.exporter import export_model_dir
 from vae_export.model_source import model_checkpoint
-from vae_runtime import VAE
+from vae_format.errors import DataFileError
+from vae_runtime import VAE, gemm_peak
 from vae_runtime.bench import time_calls
+from vae_runtime.bench_compare import compare as runtime_compare
+from vae_runtime.bench_compare import format_report, test_images_of
+from vae_runtime.contenders import Contender
+
+OUTPUTS = {"encoder": ("mu", "logvar"), "decoder": ("x_hat",)}
+
+
+class TorchRunner:
+    """A PyTorch module behind the runtime's GraphRunner ``run`` (numpy in, numpy out), in
+    float32 or under bfloat16 autocast with channels_last images."""
+
+    def __init__(self, module: torch.nn.Module, role: str, bf16: bool) -> None:
+        self.module = module.eval()
+        self.names = OUTPUTS[role]
+        self.bf16 = bf16
+
+    def run(self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list:
+        x = torch.from_numpy(next(iter(feeds.values())))
+        if self.bf16 and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        cast = (
+            torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), cast:
+            out = self.module(x)
+        outs = out if isinstance(out, tuple) else (out,)
+        values = {n: o.float().numpy() for n, o in zip(self.names, outs, strict=True)}
+        return [values[n] for n in (output_names or self.names)]
+
+
+def torch_contenders(model_dir: Path, threads: int) -> list[Contender]:
+    """PyTorch eager float32 and bfloat16 autocast (channels_last) on the model's checkpoints."""
+    torch.set_num_threads(threads)
+    ckpt = model_checkpoint(model_dir, "bench")
+
+    def load(bf16: bool) -> dict[str, Any]:
+        modules = {"encoder": ckpt.encoder, "decoder": ckpt.decoder}
+        if bf16:
+            modules = {r: copy.deepcopy(m).to(memory_format=torch.channels_last)
+                       for r, m in modules.items()}  # fmt: skip
+        return {r: TorchRunner(m, r, bf16) for r, m in modules.items()}
+
+    return [
+        Contender("torch", None, "fp32", note="eager", loader=partial(load, False)),
+        Contender(
+            "torch", None, "bf16", note="autocast, channels_last", loader=partial(load, True)
+        ),
+    ]
+
+
+def compare_all(
+    path: Path,
+    data_dir: str | Path,
+    batch_sizes: Sequence[int],
+    threads: int,
+    rounds: int = 5,
+    seconds: float = 1.0,
+    precisions: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The runtime's comparison table with the PyTorch contenders added; the ELBO column
+    where the dataset's test files are found under ``data_dir``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = resolve_model_dir(path, data_dir, Path(tmp))
+        try:
+            images = test_images_of(model_dir, data_dir)
+        except DataFileError:
+            images = None
+        return runtime_compare(
+            model_dir, threads, batch_sizes, rounds, seconds / rounds, images, precisions,
+            extra=torch_contenders(model_dir, threads),
+        )  # fmt: skip
+
+
+__all__ = ["TorchRunner", "compare", "compare_all", "format_report", "torch_contenders"]
 
 
 def _median_time(fn: Any, budget_s: float) -> float:
@@ -76,8 +161,14 @@ def _row(op: str, batch: int, t_torch: float, t_ort: float, flops: int | None) -
 
 
 def gemm_peak_gflops(threads: int, n: int = 1024, budget_s: float = 0.5) -> float:
-    """GFLOP/s of a large float32 matrix product in PyTorch: what these cores can deliver,
-    the ceiling both engines' GFLOP/s (and so their ratio) are bounded by."""
+    """GFLOP/s (wall) of a large float32 matrix product through ONNX Runtime at ``threads``
+    threads: what these cores deliver, the ceiling both sides' GFLOP/s are bounded by."""
+    return gemm_peak.ort_peak(threads, n, budget_s, clock="wall")
+
+
+def torch_mm_gflops(threads: int, n: int = 1024, budget_s: float = 0.5) -> float:
+    """GFLOP/s (wall) of torch.mm on the same product (its BLAS's kernels; shown beside the
+    peak, which it may not reach on this CPU)."""
     torch.set_num_threads(threads)
     a, b = torch.rand(n, n), torch.rand(n, n)
     best = float(np.min(time_calls(partial(torch.mm, a, b), budget_s, min_calls=5)))
@@ -96,6 +187,7 @@ def format_rows(
     threads: int,
     peak: float | None = None,
     variant: str | None = None,
+    torch_mm: float | None = None,
 ) -> str:
     head = (
         f"{'op':7} {'batch':>6} {'torch img/s':>12} {'runtime img/s':>14} {'ratio':>7} "
@@ -104,7 +196,11 @@ def format_rows(
     what = f"vae_runtime ({variant} variant)" if variant else "vae_runtime"
     lines = [f"PyTorch {torch.__version__} eager (float32) vs {what}, {threads} threads"]
     if peak:
-        lines.append(f"float32 GEMM peak of these cores (1024x1024 torch.mm): {peak:.0f} GFLOP/s")
+        mm = f"; torch.mm reaches {torch_mm:.0f}" if torch_mm else ""
+        lines.append(
+            f"float32 GEMM peak of these cores (1024x1024 MatMul in ONNX Runtime): "
+            f"{peak:.0f} GFLOP/s{mm}"
+        )
     lines += [head, "-" * len(head)]
     for r in rows:
         g1 = f"{r['torch_gflops']:14.1f}" if r["torch_gflops"] else f"{'-':>14}"

@@ -241,29 +241,46 @@ def _print_nelbo(q: dict[str, Any], name: str, fmt: str) -> None:
 
 def add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="model directory, or a run directory to export")
-    add_data_dir(p, "for exporting a run directory")
-    p.add_argument("--batch-sizes", type=int_list, default=[1, 64, 256, 1024])
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    add_data_dir(p, "for exporting a run directory, and --compare's ELBO column")
+    p.add_argument(
+        "--batch-sizes", type=int_list, help="default 1,64,256,1024 (--compare: 1,256,1024)"
+    )
+    p.add_argument("--threads", type=int, help="default: every core (--compare: 1)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument(
         "--variant",
         default=None,
         help="run a variant's graphs (e.g. int8) against the fp32 PyTorch modules",
     )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="vae-run bench --compare (every backend x variant x precision, images per "
+        "CPU-second) with PyTorch eager fp32 and bf16 autocast added; --threads default 1",
+    )
+    p.add_argument("--seconds", type=float, default=1.0, help="--compare: per contender")
     p.add_argument("--json", action="store_true")
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from vae_export import bench
 
-    rows = bench.run(
-        args.path, args.data_dir, args.batch_sizes, args.threads, args.rounds, args.variant
-    )
+    if args.compare:
+        sizes = args.batch_sizes or [1, 256, 1024]
+        report = bench.compare_all(
+            args.path, args.data_dir, sizes, args.threads or 1, args.rounds, args.seconds
+        )
+        print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+        return 0
+    threads = args.threads or os.cpu_count() or 1
+    sizes = args.batch_sizes or [1, 64, 256, 1024]
+    rows = bench.run(args.path, args.data_dir, sizes, threads, args.rounds, args.variant)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        peak = bench.gemm_peak_gflops(args.threads)
-        print(bench.format_rows(rows, args.threads, peak, args.variant))
+        peak = bench.gemm_peak_gflops(threads)
+        mm = bench.torch_mm_gflops(threads)
+        print(bench.format_rows(rows, threads, peak, args.variant, mm))
     return 0
 
 

@@ -18,6 +18,14 @@ AVX-512 VNNI; figures in docs/performance.md):
   rounds the per-tap products (decoder ELBO change 0.72 -> 0.28 nats on mnist-conv-z20),
   at the same speed. Only where the last layer is quantized: in float the composed kernel
   is slower than the two Convs.
+* The phase decoder's four 2x2 Convs, their Concat and the composed 3x3 last layer become
+  one 2x2 Conv padded on every side (its 8x8 output holds each phase shifted by its
+  padding), the ReLU, a border mask and a 2x2 Conv (merge_phase_convs): no Concat (which
+  ORT ran as one 32-byte copy per pixel and phase) and 2.25x less arithmetic in the last
+  layer, whose 3x3 kernel was mostly zero taps. Exact in float; in int8 the mask is a Min
+  of the uint8 tensor with 0 or 255 (mask_as_min), 4x cheaper than a quantized Mul. ORT
+  int8 decoder 64k -> 78k images per CPU-second at batch 256 (same ELBO change to 4
+  decimals: the same quantized arithmetic).
 * Per-channel int8 weights, uint8 activations, MinMax calibration, QDQ format, as before.
 
 Recipes, fastest first: "int8" (everything above), "int8-float-last" (the final layer in
@@ -47,7 +55,8 @@ from onnxruntime.quantization import (
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Relu: folded into its producer (QDQRemovableActivation); Concat: quantized so the chain
-# Conv -> Concat -> (folded) Relu -> Conv stays int8.
+# Conv -> Concat -> (folded) Relu -> Conv stays int8. Mul too where the graph holds the
+# merged phase grid's border mask (a uint8 Min after quantization, mask_as_min).
 FOLDED_OPS = ("Relu", "Concat")
 RECIPES: tuple[str, ...] = ("int8", "int8-float-last", "int8-float-outputs")
 # What the int8 graphs need from an ONNX Runtime session (recorded in the manifest).
@@ -159,12 +168,190 @@ def _relu_ranges(model: onnx.ModelProto, name: str, data: np.ndarray) -> dict[st
     return overrides
 
 
-def prepare(model: onnx.ModelProto, recipe: str) -> tuple[onnx.ModelProto, int]:
+def prepare(model: onnx.ModelProto, recipe: str) -> tuple[onnx.ModelProto, dict[str, int]]:
     """A copy of ``model`` (weights inline) rewritten for ``recipe`` before quantization,
-    and how many pointwise Convs were composed (only where the last layer is int8)."""
+    and what was rewritten: pointwise Convs composed and phase Convs merged (only where
+    the last layer is int8)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    return out, compose_pointwise_convs(out) if recipe == "int8" else 0
+    if recipe != "int8":
+        return out, {"composed_convs": 0, "merged_phase_convs": 0}
+    composed = compose_pointwise_convs(out)
+    return out, {"composed_convs": composed, "merged_phase_convs": merge_phase_convs(out)}
+
+
+# ---- the phase decoder's first layer merged, its last layer on the merged grid --------------
+
+MERGED_CONV, BORDER_MASK, LAST_CONV = "phase_merged_conv", "phase_border_mask", "phase_last_conv"
+
+
+def _phase_shift(
+    conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto]
+) -> tuple[int, int] | None:
+    """(row, column) shift of a phase Conv's output on the merged grid: 1 where the Conv pads
+    after rather than before. None if ``conv`` is not a bias-carrying 2x2 phase Conv."""
+    a = _attrs(conv)
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    if (a.get("kernel_shape") != [2, 2] or a.get("group", 1) != 1 or len(conv.input) != 3
+            or any(s != 1 for s in a.get("strides", [1, 1]))
+            or any(d != 1 for d in a.get("dilations", [1, 1]))
+            or conv.input[1] not in inits or conv.input[2] not in inits
+            or pads[0] + pads[2] != 1 or pads[1] + pads[3] != 1):  # fmt: skip
+        return None
+    return 1 - pads[0], 1 - pads[1]
+
+
+def _spatial(model: onnx.ModelProto, tensor: str) -> tuple[int, int] | None:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for info in (*inferred.graph.value_info, *inferred.graph.output):
+        if info.name == tensor:
+            dims = [d.dim_value for d in info.type.tensor_type.shape.dim]
+            return (dims[2], dims[3]) if len(dims) == 4 and all(dims[2:]) else None
+    return None
+
+
+def merge_phase_convs(model: onnx.ModelProto) -> int:
+    """Rewrite phase Convs -> Concat -> Relu -> 3x3 Conv (the composed last layer, see
+    compose_pointwise_convs) in place, exactly, as: one 2x2 Conv with padding 1 on every
+    side -> Relu -> Mul by a 0/1 border mask -> 2x2 Conv without padding. Returns how
+    many such layers were merged (0 or 1).
+
+    Phase (a, b) reads input rows i-1, i (padding before) or i, i+1 (after); the merged
+    Conv's (H+1, W+1) output holds it at rows shifted by 0 or 1. Read on that grid the last
+    layer's taps of every phase fall in one 2x2 window, where on the 7x7 grid they spread
+    over 3x3. The row and column each phase's shifted window adds at the border are not
+    part of the phase (the merged Conv reads the padding there), so the mask zeroes them.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    for cat in (n for n in model.graph.node if n.op_type == "Concat"):
+        producer = {o: n for n in model.graph.node for o in n.output}
+        convs = [producer.get(t) for t in cat.input]
+        users = _consumers(model, cat.output[0])
+        if (_attrs(cat).get("axis") != 1 or len(convs) != 4 or len(users) != 1
+                or users[0].op_type != "Relu"
+                or any(c is None or c.op_type != "Conv" for c in convs)):  # fmt: skip
+            continue
+        shifts = [_phase_shift(c, inits) for c in convs]  # type: ignore[arg-type]
+        relu = users[0]
+        lasts = _consumers(model, relu.output[0])
+        if (None in shifts or len(set(shifts)) != 4 or len({c.input[0] for c in convs}) != 1
+                or len(lasts) != 1 or lasts[0].op_type != "Conv"
+                or lasts[0].input[1] not in inits):  # fmt: skip
+            continue
+        last = lasts[0]
+        la = _attrs(last)
+        size = _spatial(model, cat.output[0])
+        if (la.get("kernel_shape") != [3, 3] or la.get("pads") != [1, 1, 1, 1]
+                or la.get("group", 1) != 1 or size is None):  # fmt: skip
+            continue
+        kernel = _last_on_merged_grid(numpy_helper.to_array(inits[last.input[1]]), shifts)
+        if kernel is None:
+            continue
+        _merge(model, convs, cat, relu, last, shifts, kernel, size)  # type: ignore[arg-type]
+        return 1
+    return 0
+
+
+def _last_on_merged_grid(kernel3: np.ndarray, shifts: list[tuple[int, int]]) -> np.ndarray | None:
+    """The 3x3 last-layer kernel as a 2x2 kernel on the merged grid, or None where a phase
+    has a non-zero tap outside its 2x2 window."""
+    per = kernel3.shape[1] // len(shifts)
+    kernel2 = np.zeros((kernel3.shape[0], kernel3.shape[1], 2, 2), kernel3.dtype)
+    for g, (sh, sw) in enumerate(shifts):
+        block = kernel3[:, g * per : (g + 1) * per]
+        for kh, kw in np.ndindex(3, 3):
+            th, tw = kh - 1 + sh, kw - 1 + sw
+            if 0 <= th < 2 and 0 <= tw < 2:
+                kernel2[:, g * per : (g + 1) * per, th, tw] = block[:, :, kh, kw]
+            elif block[:, :, kh, kw].any():
+                return None
+    return kernel2
+
+
+def _merge(model: onnx.ModelProto, convs: list[onnx.NodeProto], cat: onnx.NodeProto,
+           relu: onnx.NodeProto, last: onnx.NodeProto, shifts: list[tuple[int, int]],
+           kernel2: np.ndarray, size: tuple[int, int]) -> None:  # fmt: skip
+    inits = {t.name: t for t in model.graph.initializer}
+    weight = np.concatenate([numpy_helper.to_array(inits[c.input[1]]) for c in convs])
+    bias = np.concatenate([numpy_helper.to_array(inits[c.input[2]]) for c in convs])
+    per = weight.shape[0] // len(convs)
+    h, w = size
+    mask = np.zeros((1, weight.shape[0], h + 1, w + 1), np.float32)
+    for g, (sh, sw) in enumerate(shifts):
+        mask[0, g * per : (g + 1) * per, sh : sh + h, sw : sw + w] = 1.0
+    names = {k: f"{MERGED_CONV}.{k}" for k in ("weight", "bias", "mask", "out", "relu", "masked")}
+    model.graph.initializer.extend([
+        numpy_helper.from_array(weight, names["weight"]),
+        numpy_helper.from_array(bias, names["bias"]),
+        numpy_helper.from_array(mask, names["mask"]),
+        numpy_helper.from_array(kernel2.astype(np.float32), f"{LAST_CONV}.weight"),
+    ])  # fmt: skip
+    make = helper.make_node
+    merged = [
+        make("Conv", [convs[0].input[0], names["weight"], names["bias"]], [names["out"]],
+             name=MERGED_CONV, kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
+        make("Relu", [names["out"]], [names["relu"]], name=f"{MERGED_CONV}_relu"),
+        make("Mul", [names["relu"], names["mask"]], [names["masked"]], name=BORDER_MASK),
+        make("Conv", [names["masked"], f"{LAST_CONV}.weight", *last.input[2:]], [last.output[0]],
+             name=LAST_CONV, kernel_shape=[2, 2]),
+    ]  # fmt: skip
+    nodes = []
+    for node in model.graph.node:
+        if node is last:
+            nodes += merged
+        elif not any(node is n for n in (*convs, cat, relu)):
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(init)
+
+
+def mask_as_min(model: onnx.ModelProto) -> int:
+    """In a quantized graph, the border mask's DequantizeLinear -> Mul -> QuantizeLinear as
+    one Min of the uint8 tensor with 0 (border) or 255 (inside): exact where the masked
+    tensor's zero point is 0 (the ReLU's range). The following DequantizeLinear then reads
+    the Min with the masked tensor's own scale. Returns how many masks were rewritten."""
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    mul = next((n for n in model.graph.node if n.name == BORDER_MASK), None)
+    if mul is None:
+        return 0
+    x_dq, m_dq = (producer.get(i) for i in mul.input)
+    users = _consumers(model, mul.output[0])
+    if (x_dq is None or m_dq is None or x_dq.op_type != "DequantizeLinear" or len(users) != 1
+            or m_dq.op_type != "DequantizeLinear" or users[0].op_type != "QuantizeLinear"
+            or m_dq.input[0] not in inits or x_dq.input[2] not in inits):  # fmt: skip
+        return 0
+    zero = numpy_helper.to_array(inits[x_dq.input[2]])
+    mask = numpy_helper.to_array(inits[m_dq.input[0]])
+    if zero.dtype != np.uint8 or zero.any():
+        return 0
+    out_q = users[0]
+    name = f"{BORDER_MASK}.bytes"
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.where(mask > 0, 255, 0).astype(np.uint8), name)
+    )
+    min_node = helper.make_node("Min", [x_dq.input[0], name], [out_q.output[0]], name=BORDER_MASK)
+    for dq in _consumers(model, out_q.output[0]):  # read back with the unmasked tensor's scale
+        dq.input[1], dq.input[2] = x_dq.input[1], x_dq.input[2]
+    nodes = []
+    for node in model.graph.node:
+        if node is mul:
+            nodes.append(min_node)
+        elif node is not out_q:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    for node in [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                 and not any(o in used for o in n.output)]:  # fmt: skip
+        model.graph.node.remove(node)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(init)
+    return 1
 
 
 def quantize_graph(src: Path, dst: Path, name: str, data: np.ndarray, recipe: str
@@ -174,13 +361,14 @@ def quantize_graph(src: Path, dst: Path, name: str, data: np.ndarray, recipe: st
     done: the nodes kept float, and how many pointwise Convs were composed."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    model, composed = prepare(onnx.load(str(src)), recipe)
+    model, rewrites = prepare(onnx.load(str(src)), recipe)
     exclude = float_convs(model)
     extra: dict[str, Any] = {}
     if recipe == "int8-float-last":
         exclude += [n for n in last_layer(model) if n not in exclude]
     if recipe == "int8-float-outputs":
         extra["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
+    masks = ["Mul"] if rewrites["merged_phase_convs"] else []
     with tempfile.TemporaryDirectory(prefix="vae-int8-recipe-") as tmp:
         staged = Path(tmp) / "float.onnx"
         onnx.save(model, str(staged))
@@ -189,12 +377,16 @@ def quantize_graph(src: Path, dst: Path, name: str, data: np.ndarray, recipe: st
             extra["TensorQuantOverrides"] = overrides
         quantize_static(
             str(staged), str(dst), _Batches(name, data), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=[*QUANTIZED_OPS, *FOLDED_OPS], per_channel=True,
+            op_types_to_quantize=[*QUANTIZED_OPS, *FOLDED_OPS, *masks], per_channel=True,
             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
             extra_options=extra,
         )  # fmt: skip
-    return {"float_nodes": sorted(exclude), "composed_convs": composed}
+    if rewrites["merged_phase_convs"]:
+        quantized = onnx.load(str(dst))
+        if mask_as_min(quantized):
+            onnx.save(quantized, str(dst))
+    return {"float_nodes": sorted(exclude), **rewrites}
 
 
 def relus_between_qdq(model: onnx.ModelProto) -> list[str]:

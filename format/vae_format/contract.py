@@ -31,6 +31,12 @@ GRAPH_ROLES = ("encoder", "decoder")
 FILE_ROLES = ("graph", "checkpoint", "config", "log")
 LIKELIHOODS = ("bernoulli", "gaussian")
 
+# A variant's optional ``session`` entry: the ONNX Runtime graph optimization its graphs
+# need at least (``min_optimization``) and run best at (``optimization``). Levels weakest
+# first, as ONNX Runtime orders them.
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+SESSION_KEYS = ("min_optimization", "optimization")
+
 # Preprocessing (how a picture becomes the encoder's input) is not part of format version 1
 # yet; its spec will live here, beside the tensors it feeds.
 

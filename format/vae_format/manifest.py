@@ -34,6 +34,8 @@ from .contract import (
     IMAGE_SHAPE,
     LIKELIHOODS,
     MANIFEST_FILE,
+    OPTIMIZATION_LEVELS,
+    SESSION_KEYS,
     SUPPORTED_VERSIONS,
     GraphSpec,
     contract,
@@ -119,6 +121,8 @@ class Manifest:
     raw: Mapping[str, Any]
     # role -> files the default graph reads its external-data weights from (the checkpoints)
     external: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # variant -> its checked ``session`` entry (ONNX Runtime settings its graphs need)
+    sessions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class Manifest:
             variants=_check_variants(raw.get("variants", {}), files, where),
             raw=copy.deepcopy(raw),
             external=external,
+            sessions=_check_sessions(raw.get("variants", {}), where),
         )
 
     @property
@@ -180,6 +185,14 @@ class Manifest:
             known = ", ".join(sorted(self.variants)) or "none"
             raise ModelFormatError(f"{self.path}: no variant {variant!r} (variants: {known})")
         return dict(self.variants[variant])
+
+    def session(self, variant: str | None = None) -> dict[str, str]:
+        """``variant``'s session settings (``min_optimization``, ``optimization``), checked;
+        {} for the default graphs and for a variant without a ``session`` entry."""
+        if variant is None:
+            return {}
+        self.graph_files(variant)  # refuses an unknown variant
+        return dict(self.sessions.get(variant, {}))
 
     def external_files(self, role: str, variant: str | None = None) -> tuple[str, ...]:
         """Files whose bytes ``role``'s graph needs as external data.
@@ -478,3 +491,30 @@ def _check_variants(
             for role in GRAPH_ROLES
         }
     return variants
+
+
+def _check_sessions(section: Any, where: Path) -> dict[str, dict[str, str]]:
+    """Each variant's optional ``session`` entry: known keys, known optimization levels, and
+    ``optimization`` no weaker than ``min_optimization`` (docs/model-format.md)."""
+    sessions: dict[str, dict[str, str]] = {}
+    for vname, vobj in section.items():  # already checked to be objects
+        if "session" not in vobj:
+            continue
+        entry, what = vobj["session"], f"variants[{vname!r}].session"
+        if not isinstance(entry, dict):
+            raise _fail(where, f"{what} must be an object")
+        unknown = sorted(set(entry) - set(SESSION_KEYS))
+        if unknown:
+            raise _fail(where, f"{what} has unknown key(s) {unknown}; known: {list(SESSION_KEYS)}")
+        for key, level in entry.items():
+            if level not in OPTIMIZATION_LEVELS:
+                raise _fail(
+                    where, f"{what}.{key} is {level!r}, expected one of {list(OPTIMIZATION_LEVELS)}"
+                )
+        low, best = entry.get("min_optimization"), entry.get("optimization")
+        if low and best and OPTIMIZATION_LEVELS.index(best) < OPTIMIZATION_LEVELS.index(low):
+            raise _fail(
+                where, f"{what}.optimization {best!r} is below its min_optimization {low!r}"
+            )
+        sessions[vname] = dict(entry)
+    return sessions

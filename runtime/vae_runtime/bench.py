@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -85,21 +85,47 @@ def throughput(vae: VAE, batch_sizes: Sequence[int], budget_s: float = 1.0) -> l
     return rows
 
 
+def bare_call(runner: Any, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+    """The engine's own call for ``feeds`` under a runner, without the runtime around it:
+    ONNX Runtime's ``InferenceSession.run``, OpenVINO's infer request; a runner that picks
+    by batch size (backend="auto") is looked through to the runner it picks."""
+    rows = len(next(iter(feeds.values())))
+    if hasattr(runner, "small_max"):
+        runner = runner.small if rows <= runner.small_max else runner.large
+    if hasattr(runner, "session"):
+        return partial(runner.session.run, None, feeds)
+    if hasattr(runner, "infer_request"):
+        return partial(runner.infer_request(rows).infer, feeds)
+    return partial(runner.run, None, feeds)
+
+
+def cpu_per_call(fn: Callable[[], Any], budget_s: float) -> float:
+    """CPU seconds of this process per call of ``fn``, over blocks of calls filling about
+    ``budget_s`` (per-call CPU time; on a loaded machine wall time measures the neighbours)."""
+    fn()
+    calls, c0, w0 = 0, time.process_time(), time.perf_counter()
+    while calls < 20 or time.perf_counter() - w0 < budget_s:
+        for _ in range(10):
+            fn()
+        calls += 10
+    return (time.process_time() - c0) / calls
+
+
 def wrapper_overhead(vae: VAE, budget_s: float = 1.0) -> dict[str, float]:
-    """Median time of VAE.encode/decode at batch 1 over the engine's bare ``run``."""
+    """CPU time per call of VAE.encode/decode at batch 1 over the engine's own call
+    (bare_call); medians of 7 alternating rounds, so drift in machine load hits both alike."""
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     z = np.zeros((1, vae.latent_dim), np.float32)
     enc, dec = vae._encoder, vae._decoder  # the graph runners the wrapper itself uses
     out = {}
     for op, wrapped, bare in (
-        ("encode", partial(vae.encode, x), partial(enc.run, None, {"x": x})),
-        ("decode", partial(vae.decode, z), partial(dec.run, None, {"z": z})),
+        ("encode", partial(vae.encode, x), bare_call(enc, {"x": x})),
+        ("decode", partial(vae.decode, z), bare_call(dec, {"z": z})),
     ):
-        # Alternate the two so that drift in machine load hits both alike.
         w, r = [], []
-        for _ in range(5):
-            w.append(np.median(time_calls(wrapped, budget_s / 10)))
-            r.append(np.median(time_calls(bare, budget_s / 10)))
+        for _ in range(7):
+            w.append(cpu_per_call(wrapped, budget_s / 14))
+            r.append(cpu_per_call(bare, budget_s / 14))
         out[f"{op}_wrapper_us"] = float(np.median(w)) * 1e6
         out[f"{op}_bare_us"] = float(np.median(r)) * 1e6
         out[f"{op}_overhead_pct"] = (float(np.median(w)) / float(np.median(r)) - 1) * 100
@@ -131,9 +157,14 @@ except (OSError, IndexError):
 """
 
 
-def cold_start(model: str | None, runs: int = 7, backend: str = DEFAULT_ENGINE) -> dict:
+def cold_start(
+    model: str | None,
+    runs: int = 7,
+    backend: str = DEFAULT_ENGINE,
+    engine_options: Mapping[str, Any] | None = None,
+) -> dict:
     """Fresh process: import vae_runtime, load the model, generate 64 images."""
-    load = f"VAE({model!r}, backend={backend!r})"
+    load = f"VAE({model!r}, backend={backend!r}, engine_options={dict(engine_options or {})!r})"
     code = f"from vae_runtime import VAE; {load}.generate(64, seed=0)\n{_RSS}"
     walls, rsss = zip(*(_run_child(code)[:2] for _ in range(runs)), strict=True)
     return {
@@ -185,13 +216,18 @@ def streaming_embed(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    runs_on = ", ".join(f"{k} {v}" for k, v in report["engine"].items() if k != "backend")
+    engine = report["engine"]
+    runs_on = ", ".join(f"{k} {v}" for k, v in engine.items() if k not in ("backend", "auto"))
     lines = [
         f"model {report['model']} ({report['arch']}, latent {report['latent_dim']}, variant "
         f"{report['variant']}), threads {report['threads']}, backend {report['backend']} "
         f"({runs_on})",
-        "",
     ]
+    if "auto" in engine:
+        from .auto import summary
+
+        lines.append(f"auto picked: {summary(engine['auto'])}")
+    lines.append("")
     head = f"{'op':9} {'batch':>6} {'images/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'GFLOP/s':>8}"
     lines += [head, "-" * len(head)]
     for r in report["throughput"]:
@@ -211,7 +247,7 @@ def _extra_lines(report: dict[str, Any]) -> list[str]:
     if o:
         lines += [
             "",
-            "batch 1, VAE wrapper vs bare engine run (median us): "
+            "batch 1, VAE wrapper vs the engine's own call (CPU us per call, medians): "
             f"encode {o['encode_wrapper_us']:.1f} vs {o['encode_bare_us']:.1f} "
             f"({o['encode_overhead_pct']:+.1f}%), decode {o['decode_wrapper_us']:.1f} vs "
             f"{o['decode_bare_us']:.1f} ({o['decode_overhead_pct']:+.1f}%)",
@@ -244,6 +280,7 @@ def run_bench(
     stream: int = 0,
     providers: Any = None,
     backend: str = DEFAULT_ENGINE,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     vae = VAE(
         model,
@@ -252,6 +289,7 @@ def run_bench(
         threads=threads,
         providers=providers,
         batch_size=max(batch_sizes),
+        engine_options=engine_options,
     )
     info = vae.info
     report: dict[str, Any] = {
@@ -267,7 +305,7 @@ def run_bench(
     if 1 in batch_sizes:
         report["batch1_overhead"] = wrapper_overhead(vae, budget_s)
     if cold_runs:
-        report["cold_start"] = cold_start(model, cold_runs, backend)
+        report["cold_start"] = cold_start(model, cold_runs, backend, engine_options)
     if stream:
         report["streaming"] = streaming_embed(model, stream, backend=backend)
     report["peak_rss_mb"] = peak_rss_mb()

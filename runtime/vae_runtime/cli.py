@@ -94,7 +94,11 @@ def model_options() -> argparse.ArgumentParser:
     )
     group.add_argument("--variant", metavar="NAME", help="a variant listed in the manifest")
     group.add_argument(
-        "--backend", choices=sorted(ENGINES), default=DEFAULT_ENGINE, help="default: %(default)s"
+        "--backend",
+        choices=[*sorted(ENGINES), "auto"],
+        default=DEFAULT_ENGINE,
+        help="default: %(default)s; auto: the fastest engine, graphs and precision per graph "
+        "on this machine within the model's quality budget (a probe at load; info says which)",
     )
     group.add_argument("--device", choices=("cpu", "cuda"), help="onnxruntime: default cpu")
     group.add_argument(
@@ -617,7 +621,14 @@ def _quality_summary(q: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in q.items() if isinstance(v, float))
 
 
+def _auto_summary(facts: dict[str, Any]) -> str:
+    from .auto import summary
+
+    return summary(facts) + " (probe figures: --json)"
+
+
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "auto": lambda a: _auto_summary(a),
     "parity": _parity_summary,
     "training": lambda t: f"{t.get('command', '')} (epoch {t.get('epoch')})",
     "quality": _quality_summary,
@@ -714,9 +725,67 @@ def int_list(text: str) -> list[int]:
     return sizes
 
 
+def precision_list(text: str) -> list[str]:
+    """An argparse type: comma-separated OpenVINO precisions."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in ("f32", "bf16")]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected f32 and/or bf16 (comma-separated), got {text!r}"
+        )
+    return names
+
+
+def count_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integers >= 0."""
+    try:
+        counts = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not counts or min(counts) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
+    return counts
+
+
 def add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-sizes", type=int_list, default=[1, 64, 256, 1024])
-    p.add_argument("--seconds", type=float, default=1.0, help="time budget per measurement")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="every available backend x variant x precision side by side, alternating, "
+        "in images per CPU-second (--backend and --variant are then not used)",
+    )
+    p.add_argument(
+        "--batch-sizes", type=int_list, help="default 1,64,256,1024 (--compare: 1,256,1024)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=1.0,
+        help="time budget per measurement (--compare: per contender, split over --rounds)",
+    )
+    p.add_argument("--rounds", type=positive_int, default=5, help="--compare: alternating rounds")
+    p.add_argument(
+        "--precision",
+        type=precision_list,
+        metavar="P[,P]",
+        help="openvino: f32 or bf16 (default: the machine's; --compare: f32 and the machine's)",
+    )
+    p.add_argument(
+        "--static-batches",
+        type=count_list,
+        metavar="N[,N]",
+        help="openvino: compiled batch shapes kept per graph (0: dynamic only; default 8); "
+        "--compare runs each setting given",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=os.environ.get("VAE_ONNX_DATA_DIR"),
+        help="--compare: the dataset's folder, for the test negative ELBO change column "
+        "(default: $VAE_ONNX_DATA_DIR)",
+    )
     p.add_argument(
         "--cold-start",
         type=int,
@@ -738,18 +807,48 @@ def run_bench(args: argparse.Namespace) -> int:
     from .bench import dumps, format_report
     from .bench import run_bench as bench
 
+    if args.compare:
+        return run_bench_compare(args)
+    options: dict[str, Any] = {}
+    if args.precision:
+        if len(args.precision) > 1:
+            raise InputError("--precision: give one precision (several only with --compare)")
+        options["precision"] = args.precision[0]
+    if args.static_batches:
+        if len(args.static_batches) > 1:
+            raise InputError("--static-batches: give one count (several only with --compare)")
+        options["static_batches"] = args.static_batches[0]
     report = bench(
         args.model,
         variant=args.variant,
         threads=args.threads,
-        batch_sizes=args.batch_sizes,
+        batch_sizes=args.batch_sizes or [1, 64, 256, 1024],
         budget_s=args.seconds,
         cold_runs=args.cold_start,
         stream=args.stream,
         providers=args.device,
         backend=args.backend,
+        engine_options=options,
     )
     print(dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def run_bench_compare(args: argparse.Namespace) -> int:
+    from .bench_compare import compare, format_report, test_images_of
+
+    images = test_images_of(args.model, args.data_dir) if args.data_dir else None
+    report = compare(
+        args.model,
+        threads=args.threads or 1,
+        batch_sizes=args.batch_sizes or [1, 256, 1024],
+        rounds=args.rounds,
+        budget_s=args.seconds / args.rounds,
+        test_images=images,
+        precisions=args.precision,
+        static_batches=args.static_batches or [8],
+    )
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 

@@ -134,6 +134,16 @@ def pool_from_args(args: argparse.Namespace, resources: dict[str, float]) -> Act
     return pool
 
 
+def check_backend(args: argparse.Namespace) -> None:
+    """One engine for every actor: auto's probe runs per process, so actors could pick
+    different graphs and the rows would depend on which actor ran them."""
+    if args.backend == "auto":
+        raise InputError(
+            "--backend auto probes per process and actors could pick different engines; "
+            "with --ray name one (vae-run info --backend auto says what auto picks here)"
+        )
+
+
 def output_folder(args: argparse.Namespace) -> Path:
     """The one ``--out``: a folder that does not exist yet (or is empty)."""
     if len(args.out) != 1 or args.out[0] == "-":
@@ -186,6 +196,7 @@ def _unwrapped(job: Any) -> Any:
 
 
 def run_embed_on_ray(args: argparse.Namespace) -> int:
+    check_backend(args)
     out = output_folder(args)
     # A bad model or input is refused here, before Ray starts, not on the actors.
     VAE(args.model, variant=args.variant, backend=args.backend, threads=1)
@@ -213,6 +224,7 @@ def run_embed_on_ray(args: argparse.Namespace) -> int:
 
 
 def run_generate_on_ray(args: argparse.Namespace) -> int:
+    check_backend(args)
     if args.out_dir is not None:
         raise InputError("--ray writes a folder of Parquet files: give --out FOLDER, not --out-dir")
     args.out = [*args.out, *map(str, args.npy)]

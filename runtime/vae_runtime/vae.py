@@ -24,7 +24,7 @@ from . import likelihood as lik
 from . import ood
 from .arguments import checked_int
 from .arrays import as_latents, check_latents
-from .engines import DEFAULT_ENGINE, GraphRunner, create_engine
+from .engines import DEFAULT_ENGINE, Engine, GraphRunner, create_engine
 from .errors import InputError
 from .generation import prior_latents, spans
 from .model_dir import check_graph, resolve_model_dir
@@ -36,13 +36,15 @@ from .sources import Images, Paths, as_images, is_paths, open_images
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+    from .auto import AutoEngine
     from .engines.ort import Providers
 
 DEFAULT_BATCH_SIZE = 256
+AUTO = "auto"  # backend="auto": chosen per graph by a measured probe (auto.py)
 ENCODER_OUTPUTS = ["mu", "logvar"]
 DECODER_OUTPUTS = ["x_hat"]
 # Keywords of VAE() that are options of the onnxruntime engine, with their defaults.
-ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": "all", "spinning": False}
+ORT_KEYWORDS = {"providers": None, "fallback": False, "optimization": None, "spinning": False}
 
 
 class FileEmbedding(NamedTuple):
@@ -68,16 +70,20 @@ class VAE:
 
     ``path``: a model directory (docs/model-format.md); None: $VAE_ONNX_MODEL, else the
     shipped default model. ``variant``: a name under the manifest's ``variants`` (e.g.
-    "int8"). ``backend``: the engine that runs the graphs (``vae_runtime.engines.ENGINES``).
+    "int8"). ``backend``: the engine that runs the graphs (``vae_runtime.engines.ENGINES``),
+    or "auto": the fastest engine, graphs and precision per graph on this machine within the
+    model's quality budget, from a short probe at load (see :mod:`vae_runtime.auto`; what it
+    picked is in ``info["auto"]``; ``engine_options``: max_nelbo_change, probe_seconds).
     ``threads``: the engine's intra-op threads (None: its default). ``batch_size``: largest
     batch handed to the engine at once; bigger inputs run in chunks.
 
     Options of the onnxruntime backend: ``providers``: "cpu" (default), "cuda", ORT
     provider names or (name, options) pairs; one this onnxruntime lacks raises
     ProviderError unless ``fallback=True``. ``optimization``: ORT graph optimization level,
-    "disable", "basic", "extended" or "all". ``spinning=True`` lets idle ORT threads
-    busy-wait after each call (off by default: on a loaded machine spinning made 2-thread
-    runs 1.2-1.5x slower; see docs/performance.md).
+    "disable", "basic", "extended" or "all" (None: the variant's manifest ``session`` level,
+    else "all"; a level below the variant's minimum is refused). ``spinning=True`` lets idle
+    ORT threads busy-wait after each call (off by default: on a loaded machine spinning made
+    2-thread runs 1.2-1.5x slower; see docs/performance.md).
     ``engine_options``: further options, by name, for the chosen backend.
     """
 
@@ -91,7 +97,7 @@ class VAE:
         batch_size: int = DEFAULT_BATCH_SIZE,
         providers: Providers = None,
         fallback: bool = False,
-        optimization: str = "all",
+        optimization: str | None = None,
         spinning: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -110,26 +116,38 @@ class VAE:
         options = {k: v for k, v in ort_keywords.items() if v != ORT_KEYWORDS[k]}
         if threads is not None:
             options["threads"] = threads
-        options.update(engine_options or {})
-        self._engine = create_engine(backend, options)
-        runners = {role: self._load(role, files[role]) for role in GRAPH_ROLES}
+        if backend == AUTO:  # a probe picks engines, graphs and precision per graph
+            from .auto import AutoEngine, plan
+
+            chosen = plan(self._manifest, variant, threads, self._batch_size, options,
+                          dict(engine_options or {}), self._load)  # fmt: skip
+            self._engine: Engine | AutoEngine = AutoEngine(chosen.facts)
+            runners = chosen.runners
+            picked = chosen.files
+        else:
+            options.update(engine_options or {})
+            self._engine = create_engine(backend, options, self._manifest.session(variant))
+            runners = {role: self._load(self._engine, role, variant) for role in GRAPH_ROLES}
+            picked = {role: [rel] for role, rel in files.items()}
         self._encoder: GraphRunner = runners["encoder"]
         self._decoder: GraphRunner = runners["decoder"]
-        self._files = {role: directory / rel for role, rel in files.items()}
+        self._files = {role: [directory / rel for rel in rels] for role, rels in picked.items()}
         self._row_shapes = {  # output name -> shape of one row, for chunked results
             t.name: t.shape[1:]
             for role in GRAPH_ROLES
             for t in contract(role, self.latent_dim).outputs
         }
 
-    def _load(self, role: str, rel: str) -> GraphRunner:
-        """The graph of ``role``, from verified bytes (its external data too), checked."""
+    def _load(self, engine: Engine, role: str, variant: str | None) -> GraphRunner:
+        """``variant``'s graph of ``role`` loaded by ``engine`` from verified bytes (its
+        external data too), checked against the contract."""
         manifest = self._manifest
+        rel = manifest.graph_files(variant)[role]
         graph = read_verified(manifest, rel)
-        shared = manifest.external_files(role, self._variant)
+        shared = manifest.external_files(role, variant)
         external = {f: read_verified(manifest, f) for f in shared}
         where = manifest.directory / rel
-        runner = self._engine.load(graph, external, where)
+        runner = engine.load(graph, external, where)
         check_graph(runner, contract(role, manifest.latent_dim), manifest, where)
         return runner
 
@@ -158,7 +176,7 @@ class VAE:
             "model_dir": str(self._manifest.directory),
             "variant": self._variant,
             "variants": sorted(self._manifest.variants),
-            "files": {role: str(path) for role, path in self._files.items()},
+            "files": {role: ", ".join(map(str, paths)) for role, paths in self._files.items()},
             **self.runs_on,
             **{f"decoder_{k}": v for k, v in self._decoder.describe().items()},
             "batch_size": self._batch_size,

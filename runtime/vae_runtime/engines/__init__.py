@@ -1,6 +1,6 @@
 """The engines that can run a model's graphs, by name (see :mod:`.base` for the seam).
 
-Each engine is one module exposing ``create(options) -> Engine``, imported only when
+Each engine is one module exposing ``create(options, session) -> Engine``, imported only when
 asked for, so an engine's library is needed only by those who use it. To add one: write
 the module and add its line to ``ENGINES``.
 """
@@ -23,8 +23,12 @@ ENGINES: dict[str, str] = {
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "GraphRunner", "TensorInfo", "create_engine"]
 
 
-def create_engine(name: str, options: Mapping[str, Any]) -> Engine:
-    """Engine ``name`` configured with ``options``; an unknown name is an InputError."""
+def create_engine(
+    name: str, options: Mapping[str, Any], session: Mapping[str, str] | None = None
+) -> Engine:
+    """Engine ``name`` configured with ``options``; an unknown name is an InputError.
+    ``session``: the variant's checked session settings (``Manifest.session``), which an
+    engine honours where they apply to it (ONNX Runtime's optimization levels)."""
     if name not in ENGINES:
         raise InputError(f"unknown backend {name!r}; available: {', '.join(ENGINES)}")
     try:
@@ -35,5 +39,5 @@ def create_engine(name: str, options: Mapping[str, Any]) -> Engine:
         raise InputError(
             f"backend {name!r} needs the {exc.name!r} package: pip install 'vae-onnx[{name}]'"
         ) from None
-    engine: Engine = module.create(options)
+    engine: Engine = module.create(options, session or {})
     return engine

@@ -40,7 +40,9 @@ PRECISIONS = ("f32", "bf16")
 STATIC_MAX = 1024  # larger batches run on the dynamic compile (no faster static, measured)
 
 
-def create(options: Mapping[str, Any]) -> OpenVINOEngine:
+def create(options: Mapping[str, Any], session: Mapping[str, str] | None = None) -> OpenVINOEngine:
+    """The engine with ``options``. ``session`` (a variant's ONNX Runtime optimization
+    levels) does not apply: OpenVINO fuses QDQ graphs with its own transformations."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InputError(
@@ -159,6 +161,10 @@ class OpenVINORunner:
                 del requests[stale]
             requests[key] = (compiled, compiled.create_infer_request())
         return requests[key][1]
+
+    def infer_request(self, batch: int) -> ov.InferRequest:
+        """This thread's infer request for ``batch`` rows (what ``run`` calls)."""
+        return self._request(self._compiled(batch))
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
             ) -> list[np.ndarray]:  # fmt: skip

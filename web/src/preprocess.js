@@ -547,6 +547,7 @@ export function preprocess(image, spec, options = {}) {
       border: null,
       passthrough: false,
       flags: [],
+      none: true,
     };
   }
   return prepare(image, checked, options);
@@ -561,7 +562,7 @@ export function toModelInput(image, spec, options) {
 export function info(result) {
   return {
     inverted: result.inverted,
-    polarity: result.decided ? 'auto' : 'forced',
+    polarity: result.none ? 'none' : result.decided ? 'auto' : 'forced',
     border: result.border === null ? null : Number(result.border.toFixed(4)),
     passthrough: result.passthrough,
     flags: result.flags.map((f) => f.code),

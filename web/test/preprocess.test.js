@@ -6,17 +6,20 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { describe, it } from 'node:test';
-import { InputError } from '../src/index.js';
+import { after, before, describe, it } from 'node:test';
+import * as ort from 'onnxruntime-node';
+import { InputError, ModelFormatError, loadVAE } from '../src/index.js';
+import { checkManifest } from '../src/manifest.js';
 import {
   SpecError,
   greyAlpha,
   info,
+  plainResize,
   preprocess,
   prepare,
   validateSpec,
 } from '../src/preprocess.js';
-import { GOLDEN_DIR, maxAbsDiff } from './helpers.js';
+import { ARTIFACTS, GOLDEN_DIR, maxAbsDiff } from './helpers.js';
 
 const VECTORS = JSON.parse(
   fs.readFileSync(path.join(GOLDEN_DIR, 'preprocess', 'vectors.json'), 'utf8'),
@@ -171,4 +174,128 @@ describe('preprocessing inputs and refusals', () => {
       );
     }
   });
+});
+
+describe('preprocessing in loadVAE', () => {
+  const spec = VECTORS.specs.mnist;
+  const dir = path.join(ARTIFACTS, 'mnist-mlp-z20');
+  let plain;
+  let declared;
+  before(async () => {
+    plain = await loadVAE(dir, { ort }); // format version 1: no preprocess section
+    declared = await loadVAE(dir, { ort, preprocess: spec }); // as a v2 manifest declaring it
+  });
+  after(async () => {
+    await plain.release();
+    await declared.release();
+  });
+  const cases = VECTORS.cases.filter((c) => c.spec === 'mnist');
+
+  it('embeds raw images as the Python-prepared inputs, with the decisions', async () => {
+    const images = cases.map((c) => inputImage(c.input));
+    const { mu, info: got } = await declared.encode(images, { invert: 'auto' });
+    const auto = cases.filter((c) => c.invert === 'auto');
+    const want = new Float32Array(cases.length * 784);
+    cases.forEach((c, i) => want.set(output(c.output), i * 784));
+    const fromPython = await declared.embed(want, { preprocess: 'none' });
+    // forced cases were prepared with their own invert: compare the automatic ones only
+    cases.forEach((c, i) => {
+      if (c.invert !== 'auto') return;
+      assert.deepEqual(got[i], c.info, c.name);
+      assert.deepEqual(
+        mu.subarray(i * 20, (i + 1) * 20),
+        fromPython.subarray(i * 20, (i + 1) * 20),
+      );
+    });
+    assert.ok(auto.length >= 10);
+  });
+
+  it('decides the polarity of model-shaped arrays, keeping the bits of the others', async () => {
+    const c = cases.find((v) => v.info.passthrough && !v.info.inverted);
+    const digit = inputImage(c.input).data; // uint8, 784
+    const negative = Uint8Array.from(digit, (v) => 255 - v);
+    const { mu, info: decided } = await declared.encode(Uint8Array.from([...digit, ...negative]));
+    assert.deepEqual(
+      decided.map((i) => i.inverted),
+      [false, true],
+    );
+    assert.deepEqual(mu.subarray(0, 20), await plain.embed(digit));
+    const flipped = Float32Array.from(negative, (v) => Math.fround(1 - Math.fround(v / 255)));
+    assert.deepEqual(mu.subarray(20), await plain.embed(flipped));
+    // invert: false, and preprocess "none", take the negative as it is
+    const asIs = await plain.embed(negative);
+    assert.deepEqual(await declared.embed(negative, { invert: false }), asIs);
+    assert.deepEqual(await declared.embed(negative, { preprocess: 'none' }), asIs);
+  });
+
+  it('keeps the old behaviour for a manifest without the section', async () => {
+    assert.equal(plain.preprocess, null);
+    const image = inputImage(cases[0].input);
+    const { info: got, mu } = await plain.encode(image);
+    assert.deepEqual(got, [
+      { inverted: false, polarity: 'none', border: null, passthrough: false, flags: [] },
+    ]);
+    assert.deepEqual(mu, await plain.embed(plainResize(image)));
+  });
+
+  it('refuses a bad spec given as an option', async () => {
+    await assert.rejects(
+      loadVAE(dir, { ort, preprocess: { ...spec, stretch: 'min' } }),
+      (err) =>
+        err instanceof InputError && /preprocess option\.stretch: must be one of/.test(err.message),
+    );
+    assert.throws(() => declared.prepare(new Float32Array(784), { invert: 'maybe' }), InputError);
+  });
+});
+
+describe('the preprocess section of manifest.json (format version 2)', () => {
+  const raw = JSON.parse(fs.readFileSync(path.join(ARTIFACTS, 'mnist-mlp-z20', 'manifest.json')));
+  const check = (change) => {
+    const m = structuredClone(raw);
+    change(m);
+    return checkManifest(m, 'x/manifest.json');
+  };
+  const spec = VECTORS.specs.mnist;
+
+  it('reads the spec from version 2, and "none"; none before', () => {
+    assert.deepEqual(
+      check((m) => Object.assign(m, { format_version: 2, preprocess: spec })).preprocess,
+      spec,
+    );
+    assert.equal(
+      check((m) => Object.assign(m, { format_version: 2, preprocess: 'none' })).preprocess,
+      null,
+    );
+    assert.equal(check(() => {}).preprocess, null);
+  });
+
+  const refusals = [
+    ['a version 2 manifest without it', { format_version: 2 }, /missing required key 'preprocess'/],
+    [
+      'it in a version 1 manifest',
+      { preprocess: spec },
+      /format_version 1 has no 'preprocess' section/,
+    ],
+    [
+      'a spec of another size',
+      { format_version: 2, preprocess: { ...spec, size: [32, 32] } },
+      /preprocess.size \[32,32\] must be the image's \[28,28\]/,
+    ],
+    [
+      'an unknown step',
+      { format_version: 2, preprocess: { ...spec, blur: {} } },
+      /preprocess: unknown step\(s\) \["blur"\]/,
+    ],
+  ];
+  for (const [what, change, message] of refusals) {
+    it(`refuses ${what}`, () => {
+      assert.throws(
+        () => check((m) => Object.assign(m, change)),
+        (err) =>
+          err instanceof ModelFormatError &&
+          err.message.startsWith('x/manifest.json: ') &&
+          message.test(err.message),
+      );
+    });
+  }
 });

@@ -1,5 +1,6 @@
-// A drawing pad: white strokes on black, reported to `onChange` while drawing (at most once
-// per animation frame) and when a stroke ends.
+// A drawing pad: white strokes on black (or, with `setInk('dark')`, black on white paper),
+// reported to `onChange` while drawing (at most once per animation frame) and when a stroke
+// ends.
 
 const STROKE = 20; // px on a 280 px pad: ~2 px at 28 x 28, an MNIST stroke
 
@@ -11,6 +12,7 @@ export class DrawingPad {
     this.onChange = onChange;
     this.last = null;
     this.pending = false;
+    this.ink = 'light';
     this.clear();
     canvas.addEventListener('pointerdown', (e) => {
       canvas.setPointerCapture(e.pointerId);
@@ -43,7 +45,7 @@ export class DrawingPad {
 
   line(from, to) {
     const { ctx } = this;
-    ctx.strokeStyle = '#fff';
+    ctx.strokeStyle = this.ink === 'light' ? '#fff' : '#000';
     ctx.lineWidth = STROKE;
     ctx.lineCap = 'round';
     ctx.lineJoin = 'round';
@@ -60,8 +62,14 @@ export class DrawingPad {
     }
   }
 
+  /** 'light' (white ink on black) or 'dark' (black ink on white); clears the pad. */
+  setInk(ink) {
+    this.ink = ink;
+    this.clear();
+  }
+
   clear() {
-    this.ctx.fillStyle = '#000';
+    this.ctx.fillStyle = this.ink === 'light' ? '#000' : '#fff';
     this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
     this.blank = true;
   }

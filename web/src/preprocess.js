@@ -294,15 +294,13 @@ export function otsu(values) {
 
 /** Step 6: ink levels from the flattened residual, or a no-ink flag (see Python's find_ink). */
 function findInk(residual, h, w, rule, border) {
-  const r = Float64Array.from(residual, (v) => Math.min(Math.max(v, 0), 1));
+  const n = residual.length;
+  const r = new Float64Array(n);
+  for (let p = 0; p < n; p++) r[p] = Math.min(Math.max(residual[p], 0), 1);
   const paper = pick(residual, ringIndices(h, w, border));
   const middle = quantile(paper, 0.5);
-  const sigma =
-    MAD_TO_SIGMA *
-    quantile(
-      paper.map((v) => Math.abs(v - middle)),
-      0.5,
-    );
+  for (let i = 0; i < paper.length; i++) paper[i] = Math.abs(paper[i] - middle);
+  const sigma = MAD_TO_SIGMA * quantile(paper, 0.5);
   const level = rule.threshold === 'otsu' ? otsu(r) : rule.threshold;
   let t = Math.max(level, rule.noise_threshold * sigma);
   const atLeast = (t) => r.filter((v) => v >= t);
@@ -318,9 +316,14 @@ function findInk(residual, h, w, rule, border) {
       flag: noInk(`ink contrast ${contrast.toFixed(3)} against paper noise ${sigma.toFixed(3)}`),
     };
   }
-  if (rule.levels.method === 'keep') return { ink: r.map((v) => (v >= t ? v : 0)) };
-  const low = rule.levels.low * t;
-  return { ink: r.map((v) => Math.min(Math.max((v - low) / (contrast - low), 0), 1)) };
+  const ink = new Float64Array(n);
+  if (rule.levels.method === 'keep') {
+    for (let p = 0; p < n; p++) ink[p] = r[p] >= t ? r[p] : 0;
+  } else {
+    const low = rule.levels.low * t;
+    for (let p = 0; p < n; p++) ink[p] = Math.min(Math.max((r[p] - low) / (contrast - low), 0), 1);
+  }
+  return { ink };
 }
 
 /** Step 7: first and last index where the running mass from either end exceeds trim x total. */
@@ -462,18 +465,19 @@ export function prepare(image, spec, { invert = 'auto' } = {}) {
   if (height === spec.size[0] && width === spec.size[1]) {
     return { ...passthrough(grey, width, height, spec, invert), decided };
   }
-  const x = reduce(image64(height, width, Float64Array.from(grey)), spec.reduce.max_side);
+  const x = reduce(image64(height, width, new Float64Array(grey)), spec.reduce.max_side);
   const { height: h, width: w } = x;
   const ring = pick(x.data, ringIndices(h, w, spec.polarity.border));
   const border = quantile(ring, spec.polarity.quantile);
   const inverted = decided ? border > spec.polarity.threshold : invert;
-  if (inverted) x.data = x.data.map((v) => 1 - v);
+  if (inverted) for (let p = 0; p < x.data.length; p++) x.data[p] = 1 - x.data[p];
   const bg = spec.background;
   let residual = x.data;
   if (bg.method !== 'none') {
     const level =
       bg.method === 'plane' ? planeBackground(x, spec.polarity.border) : blockBackground(x, bg);
-    residual = x.data.map((v, p) => v - level[p]);
+    residual = new Float64Array(x.data.length);
+    for (let p = 0; p < residual.length; p++) residual[p] = x.data[p] - level[p];
   }
   const info = { inverted, decided, border, passthrough: false };
   const { ink, flag } = findInk(residual, h, w, spec.ink, spec.polarity.border);

@@ -57,27 +57,29 @@ function resampleAxis(img, m, axis, kind) {
   const { height, width, data } = img;
   const n = axis === 0 ? height : width;
   const out = axis === 0 ? image64(m, width) : image64(height, m);
-  // Element (o, k) of the output along the axis, k running across it.
-  const across = axis === 0 ? width : height;
-  const at = axis === 0 ? (j, k) => data[j * width + k] : (j, k) => data[k * width + j];
-  const put =
-    axis === 0
-      ? (o, k, v) => (out.data[o * width + k] = v)
-      : (o, k, v) => (out.data[k * m + o] = v);
+  // Along axis 0, input row j starts at j * width and rows step by 1; along axis 1, input
+  // column j starts at j and steps by width. Output likewise.
+  const [across, inStep, inStride] = axis === 0 ? [width, width, 1] : [height, 1, width];
+  const [outStep, outStride] = axis === 0 ? [width, 1] : [1, m];
+  const o = out.data;
   if (kind === 'area') {
     const taps = areaTaps(n, m);
-    for (let o = 0; o < m; o++) {
+    for (let i = 0; i < m; i++) {
       for (let k = 0; k < across; k++) {
         let acc = 0;
-        for (const { j, w } of taps[o]) acc += w * at(j, k);
-        put(o, k, acc);
+        for (const { j, w } of taps[i]) acc += w * data[j * inStep + k * inStride];
+        o[i * outStep + k * outStride] = acc;
       }
     }
   } else if (kind === 'linear') {
     const taps = linearTaps(n, m);
-    for (let o = 0; o < m; o++) {
-      const { j, upper, t } = taps[o];
-      for (let k = 0; k < across; k++) put(o, k, at(j, k) * (1 - t) + at(upper, k) * t);
+    for (let i = 0; i < m; i++) {
+      const { j, upper, t } = taps[i];
+      for (let k = 0; k < across; k++) {
+        const a = data[j * inStep + k * inStride];
+        const b = data[upper * inStep + k * inStride];
+        o[i * outStep + k * outStride] = a * (1 - t) + b * t;
+      }
     }
   } else {
     throw new RangeError(`unknown resampling filter ${JSON.stringify(kind)}`);

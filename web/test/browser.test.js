@@ -11,8 +11,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { loadVAE } from '../src/index.js';
+import { prepare } from '../src/preprocess.js';
 import { launchBrowser, missingForBrowser, openDemo, startServer } from './browser-helpers.js';
-import { ARTIFACTS, TOLERANCE, WEB, loadGolden, maxAbsDiff } from './helpers.js';
+import { ARTIFACTS, GOLDEN_DIR, TOLERANCE, WEB, loadGolden, maxAbsDiff } from './helpers.js';
 import { classify, heartOf, loadScatter } from './scatter.js';
 
 const missing = missingForBrowser();
@@ -80,6 +81,46 @@ const DIGITS = {
     ],
   ],
 };
+
+// Small digits in the pad's top-left corner: shrunk whole, they would be a few pixels wide.
+const SMALL_SEVEN = [
+  [
+    [30, 35],
+    [110, 35],
+    [65, 130],
+  ],
+];
+const SMALL_ZERO = [ellipse(75, 80, 32, 50)];
+const PREPROCESS_VECTORS = JSON.parse(
+  fs.readFileSync(path.join(GOLDEN_DIR, 'preprocess', 'vectors.json'), 'utf8'),
+);
+
+/** Rows and columns spanned by the ink of a 28x28 image, and its centre of mass. */
+function inkBox(image) {
+  let top = 28;
+  let bottom = -1;
+  let left = 28;
+  let right = -1;
+  let mass = 0;
+  let cy = 0;
+  let cx = 0;
+  for (let r = 0; r < 28; r++) {
+    for (let c = 0; c < 28; c++) {
+      const v = image[r * 28 + c];
+      if (v <= 0) continue;
+      [top, bottom, left, right] = [
+        Math.min(top, r),
+        Math.max(bottom, r),
+        Math.min(left, c),
+        Math.max(right, c),
+      ];
+      mass += v;
+      cy += v * r;
+      cx += v * c;
+    }
+  }
+  return { rows: bottom - top + 1, cols: right - left + 1, cy: cy / mass, cx: cx / mass };
+}
 
 describe('the page in Chromium', { skip }, () => {
   let server;
@@ -240,6 +281,60 @@ describe('the page in Chromium', { skip }, () => {
           t.diagnostic(`${variant} ${key}: max abs difference ${diff.toExponential(1)}`);
         }
       }
+    });
+  }
+
+  it('says the shipped (format version 1) model declares no preprocessing', async () => {
+    assert.match(await page.textContent('#pad-note'), /No preprocessing declared/);
+    assert.equal(await page.evaluate(() => window.vaeDemo.state.drawn.info.polarity), 'none');
+  });
+
+  for (const [label, ink, strokes] of [
+    [7, 'light', SMALL_SEVEN],
+    [0, 'dark', SMALL_ZERO],
+  ]) {
+    it(`prepares a small ${label} drawn ${ink === 'light' ? 'white on black' : 'black on white'} in a corner by the declared spec`, async () => {
+      const spec = PREPROCESS_VECTORS.specs.mnist; // the spec of the MNIST models, from Python
+      await page.evaluate(
+        ([spec, ink]) => {
+          window.vaeDemo.setPreprocess(spec);
+          window.vaeDemo.pad.setInk(ink);
+        },
+        [spec, ink],
+      );
+      await draw(page, strokes);
+      const { drawn, pad } = await page.evaluate(() => {
+        const { drawn, pad } = window.vaeDemo.state.drawn
+          ? { drawn: window.vaeDemo.state.drawn, pad: window.vaeDemo.pad.imageData() }
+          : {};
+        return {
+          drawn: { ...drawn, input: Array.from(drawn.input) },
+          pad: { width: pad.width, height: pad.height, data: Array.from(pad.data) },
+        };
+      });
+      // What the page shows is what the package makes of the pad's pixels (the package is
+      // checked against Python on pad-like drawings in preprocess.test.js) ...
+      const expected = prepare({ ...pad, data: Uint8ClampedArray.from(pad.data) }, spec);
+      assert.deepEqual(Float32Array.from(drawn.input), expected.image);
+      assert.ok(greyDiff(await readCanvas(page, 'input'), expected.image) <= 1);
+      assert.equal(drawn.info.inverted, ink === 'dark');
+      assert.match(
+        await page.textContent('#decision'),
+        ink === 'dark'
+          ? /dark ink on light paper \(inverted\), decided/
+          : /light ink on dark paper, decided/,
+      );
+      assert.match(await page.textContent('#pad-note'), /Draw anywhere, at any size/);
+      // ... which is MNIST-shaped: the ink's box 20 pixels on its longer side, its centre of
+      // mass at (14, 14) within half a pixel, and it lands among the label's test digits.
+      const { rows, cols, cy, cx } = inkBox(drawn.input);
+      assert.equal(Math.max(rows, cols), 20, `ink box ${rows} x ${cols}`);
+      assert.ok(Math.abs(cy - 14) <= 0.5 && Math.abs(cx - 14) <= 0.5, `centre ${cy}, ${cx}`);
+      assert.equal(classify(scatter, drawn.mu2), label, `drawn ${label} embeds at ${drawn.mu2}`);
+      await page.evaluate(() => {
+        window.vaeDemo.setPreprocess(undefined);
+        window.vaeDemo.pad.setInk('light');
+      });
     });
   }
 

@@ -3,7 +3,7 @@
 // and `window.vaeDemo` exposes state, timings and a benchmark for the browser test.
 
 import * as ort from '/vendor/onnxruntime-web/ort.wasm.min.mjs';
-import { createRandom, loadVAE } from '../src/index.js';
+import { createRandom, decodeImage, loadVAE } from '../src/index.js';
 import { DrawingPad } from './pad.js';
 import { COLOURS, LatentPlane } from './plane.js';
 import { paintImage, paintTiles } from './pixels.js';
@@ -188,6 +188,24 @@ async function main() {
   $('ink').addEventListener('click', () => {
     pad.setInk(pad.ink === 'light' ? 'dark' : 'light');
     $('ink').textContent = pad.ink === 'light' ? 'black ink on white' : 'white ink on black';
+  });
+  // An image file (picker or dropped on the pad) replaces the drawing, at its own size.
+  const open = async (file) => {
+    if (!file) return;
+    try {
+      pad.showImage(await decodeImage(file, file.name));
+      update();
+      state.opened = file.name;
+    } catch (err) {
+      $('decision').textContent = err.message;
+    }
+  };
+  $('open').addEventListener('change', (e) => open(e.target.files[0]));
+  const frame = $('pad').parentElement;
+  frame.addEventListener('dragover', (e) => e.preventDefault());
+  frame.addEventListener('drop', (e) => {
+    e.preventDefault();
+    open(e.dataTransfer.files[0]);
   });
   const interpolate = latestWins('strip', async () => {
     if (!state.a || !state.b) return;

@@ -17,6 +17,7 @@ export class DrawingPad {
     canvas.addEventListener('pointerdown', (e) => {
       canvas.setPointerCapture(e.pointerId);
       this.blank = false;
+      this.opened = null; // drawing on an opened image draws on its preview
       this.last = this.at(e);
       this.line(this.last, this.last);
     });
@@ -72,9 +73,25 @@ export class DrawingPad {
     this.ctx.fillStyle = this.ink === 'light' ? '#000' : '#fff';
     this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
     this.blank = true;
+    this.opened = null;
   }
 
+  /** Shows an opened image (scaled to fit) and hands on its own pixels until cleared. */
+  showImage(image) {
+    const { ctx, canvas } = this;
+    const scale = Math.min(canvas.width / image.width, canvas.height / image.height);
+    const [w, h] = [image.width * scale, image.height * scale];
+    const bitmap = new OffscreenCanvas(image.width, image.height);
+    bitmap.getContext('2d').putImageData(image, 0, 0);
+    ctx.fillStyle = '#444';
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    this.blank = false;
+    this.opened = image;
+  }
+
+  /** The pixels to prepare: the opened image's own, or the pad's. */
   imageData() {
-    return this.ctx.getImageData(0, 0, this.canvas.width, this.canvas.height);
+    return this.opened ?? this.ctx.getImageData(0, 0, this.canvas.width, this.canvas.height);
   }
 }

@@ -119,6 +119,12 @@ export function createRandom(seed: number): Random;
 export class ModelFormatError extends Error {}
 export class InputError extends Error {}
 export class SpecError extends RangeError {}
+/** Decodes an image file in a browser (no colour management, no premultiplied alpha, EXIF
+ * orientation applied) into an ImageData for encode/prepare; refuses in Node. */
+export function decodeImage(
+  source: Blob | ArrayBuffer | Uint8Array,
+  name?: string,
+): Promise<ImageData>;
 
 export const PIXELS: 784;
 export const LOGVAR_MIN: -30;

@@ -13,6 +13,7 @@ export { InputError, ModelFormatError } from './errors.js';
 export { createRandom } from './random.js';
 export { PIXELS } from './manifest.js';
 export { SpecError } from './preprocess-spec.js';
+export { decodeImage } from './decode.js';
 
 // exp(0.5 * logvar) over- and underflows float32 far outside this; as vae_runtime.sampling.
 export const LOGVAR_MIN = -30;

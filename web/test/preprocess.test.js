@@ -8,7 +8,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { InputError, ModelFormatError, loadVAE } from '../src/index.js';
+import { InputError, ModelFormatError, decodeImage, loadVAE } from '../src/index.js';
 import { checkManifest } from '../src/manifest.js';
 import {
   SpecError,
@@ -145,6 +145,15 @@ describe('preprocessing inputs and refusals', () => {
       assert.throws(() => greyAlpha(image), Type);
     });
   }
+
+  it('says that decoding image files needs a browser', async () => {
+    await assert.rejects(
+      decodeImage(new Uint8Array(8), 'digit.png'),
+      (err) =>
+        err instanceof InputError &&
+        /^digit\.png: decoding image files needs a browser/.test(err.message),
+    );
+  });
 
   it('refuses a bad invert and a bad spec, naming the fault', () => {
     const img = inputImage(pad.input);

@@ -19,8 +19,10 @@ const round = (v) => Math.floor(v + 0.5); // round half up, as the Python side's
 
 // ---- decoding: pixels -> float32 grey (+ alpha) -------------------------------------------
 
+const BYTE = Float32Array.from({ length: 256 }, (_, v) => f32(v / 255)); // uint8 -> [0, 1]
+
 function unitScale(data) {
-  if (data instanceof Uint8Array || data instanceof Uint8ClampedArray) return (v) => f32(v / 255);
+  if (data instanceof Uint8Array || data instanceof Uint8ClampedArray) return (v) => BYTE[v];
   if (data instanceof Uint16Array) return (v) => f32(v / 65535);
   if (data instanceof Float32Array || data instanceof Float64Array || Array.isArray(data)) {
     return (v) => {
@@ -77,31 +79,64 @@ export function greyAlpha(image) {
 
 // ---- small helpers, as in Python ------------------------------------------------------------
 
-/** The sorted values' element at index floor(q (n - 1)): no interpolation. */
+/** The sorted values' element at index floor(q (n - 1)): no interpolation. Found by
+ * selection (as numpy.partition), not a full sort: the same element, in linear time. */
 function quantile(values, q) {
-  const sorted = Float64Array.from(values).sort();
-  return sorted[Math.floor(q * (sorted.length - 1))];
+  const a = Float64Array.from(values);
+  return select(a, Math.floor(q * (a.length - 1)));
+}
+
+/** The k-th smallest of `a` (reordered in place): Hoare's quickselect, median-of-3 pivot. */
+function select(a, k) {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (hi > lo) {
+    const mid = (lo + hi) >>> 1;
+    const [x, y, z] = [a[lo], a[mid], a[hi]];
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : x < z ? x : y < z ? z : y;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i] < pivot) i++;
+      while (a[j] > pivot) j--;
+      if (i <= j) {
+        const t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k];
+  }
+  return a[k];
 }
 
 /** Indices of the pixels within b = max(1, floor(fraction min(H, W))) of the edge, in
  * Python's order (top rows, bottom rows, then left and right columns between them). */
 function ringIndices(height, width, fraction) {
   const b = Math.max(1, Math.floor(fraction * Math.min(height, width)));
-  const out = [];
-  if (2 * b >= Math.min(height, width)) {
-    for (let p = 0; p < height * width; p++) out.push(p);
-    return out;
-  }
-  for (let r = 0; r < b; r++) for (let c = 0; c < width; c++) out.push(r * width + c);
-  for (let r = height - b; r < height; r++) for (let c = 0; c < width; c++) out.push(r * width + c);
-  for (let r = b; r < height - b; r++) for (let c = 0; c < b; c++) out.push(r * width + c);
+  if (2 * b >= Math.min(height, width))
+    return Int32Array.from({ length: height * width }, (_, p) => p);
+  const out = new Int32Array(2 * b * width + 2 * b * (height - 2 * b));
+  let n = 0;
+  for (let r = 0; r < b; r++) for (let c = 0; c < width; c++) out[n++] = r * width + c;
+  for (let r = height - b; r < height; r++)
+    for (let c = 0; c < width; c++) out[n++] = r * width + c;
+  for (let r = b; r < height - b; r++) for (let c = 0; c < b; c++) out[n++] = r * width + c;
   for (let r = b; r < height - b; r++) {
-    for (let c = width - b; c < width; c++) out.push(r * width + c);
+    for (let c = width - b; c < width; c++) out[n++] = r * width + c;
   }
   return out;
 }
 
-const pick = (data, indices) => Float64Array.from(indices, (i) => data[i]);
+function pick(data, indices) {
+  const out = new Float64Array(indices.length);
+  for (let i = 0; i < indices.length; i++) out[i] = data[indices[i]];
+  return out;
+}
 const noInk = (why) => ({ code: 'no_ink', message: `no ink found (${why})` });
 
 // ---- the steps --------------------------------------------------------------------------------
@@ -120,7 +155,9 @@ function composite(grey, alpha, rule, invert) {
     }
     paper = covered > 0 && drawn / covered < 0.5 ? 1 : 0;
   }
-  return Float32Array.from(grey, (g, p) => f32(g * alpha[p] + paper * (1 - alpha[p])));
+  const out = new Float32Array(grey.length);
+  for (let p = 0; p < grey.length; p++) out[p] = f32(grey[p] * alpha[p] + paper * (1 - alpha[p]));
+  return out;
 }
 
 /** Step 2: a model-sized image; only the polarity decision applies, bits are kept. */
@@ -303,7 +340,13 @@ function findInk(residual, h, w, rule, border) {
   const sigma = MAD_TO_SIGMA * quantile(paper, 0.5);
   const level = rule.threshold === 'otsu' ? otsu(r) : rule.threshold;
   let t = Math.max(level, rule.noise_threshold * sigma);
-  const atLeast = (t) => r.filter((v) => v >= t);
+  const atLeast = (t) => {
+    let count = 0;
+    for (let p = 0; p < n; p++) if (r[p] >= t) count++;
+    const out = new Float64Array(count);
+    for (let p = 0, i = 0; p < n; p++) if (r[p] >= t) out[i++] = r[p];
+    return out;
+  };
   const above = atLeast(t);
   if (above.length === 0 || t <= 0) return { flag: noInk('no pixel stands out from the paper') };
   let contrast = quantile(above, 0.5);

@@ -21,25 +21,24 @@ export function resize(img, height, width, down = 'area', up = 'linear') {
   return out;
 }
 
-/** Taps of one axis n -> m: for each output i, [{j, w}] in the order Python adds them. */
+/** Taps of one axis n -> m, in the order Python adds them: output i reads input index
+ * j[i * count + t] with weight w[i * count + t], t < count (zero weights included). */
 function areaTaps(n, m) {
   const scale = n / m;
-  const extra = Math.ceil(scale) + 1;
-  const taps = [];
+  const count = Math.ceil(scale) + 1;
+  const j = new Int32Array(m * count);
+  const w = new Float64Array(m * count);
   for (let i = 0; i < m; i++) {
     const lo = (i * n) / m;
     const hi = ((i + 1) * n) / m;
     const first = Math.floor(lo);
-    const row = [];
-    for (let t = 0; t < extra; t++) {
-      const j = first + t;
-      let w = Math.max(Math.min(j + 1, hi) - Math.max(j, lo), 0) / scale;
-      if (j >= n) w = 0;
-      row.push({ j: Math.min(j, n - 1), w });
+    for (let t = 0; t < count; t++) {
+      const at = first + t;
+      w[i * count + t] = at >= n ? 0 : Math.max(Math.min(at + 1, hi) - Math.max(at, lo), 0) / scale;
+      j[i * count + t] = Math.min(at, n - 1);
     }
-    taps.push(row);
   }
-  return taps;
+  return { j, w, count };
 }
 
 function linearTaps(n, m) {
@@ -63,11 +62,12 @@ function resampleAxis(img, m, axis, kind) {
   const [outStep, outStride] = axis === 0 ? [width, 1] : [1, m];
   const o = out.data;
   if (kind === 'area') {
-    const taps = areaTaps(n, m);
+    const { j, w, count } = areaTaps(n, m);
     for (let i = 0; i < m; i++) {
       for (let k = 0; k < across; k++) {
         let acc = 0;
-        for (const { j, w } of taps[i]) acc += w * data[j * inStep + k * inStride];
+        for (let t = i * count; t < (i + 1) * count; t++)
+          acc += w[t] * data[j[t] * inStep + k * inStride];
         o[i * outStep + k * outStride] = acc;
       }
     }

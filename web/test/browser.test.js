@@ -285,9 +285,20 @@ describe('the page in Chromium', { skip }, () => {
     });
   }
 
-  it('says the shipped (format version 1) model declares no preprocessing', async () => {
-    assert.match(await page.textContent('#pad-note'), /No preprocessing declared/);
-    assert.equal(await page.evaluate(() => window.vaeDemo.state.drawn.info.polarity), 'none');
+  it("tells how the pad is read: by the model's declared preprocessing, or shrunk whole", async () => {
+    const declared = await page.evaluate(() => window.vaeDemo.main.preprocess);
+    const manifest = JSON.parse(
+      fs.readFileSync(path.join(ARTIFACTS, 'mnist-conv-z20', 'manifest.json'), 'utf8'),
+    );
+    const spec = manifest.format_version >= 2 ? manifest.preprocess : 'none';
+    assert.deepEqual(declared, spec === 'none' ? null : spec);
+    const active = declared !== null;
+    assert.match(
+      await page.textContent('#pad-note'),
+      active ? /Draw anywhere, at any size/ : /No preprocessing declared/,
+    );
+    const polarity = await page.evaluate(() => window.vaeDemo.state.drawn.info.polarity);
+    assert.equal(polarity, active ? 'auto' : 'none');
   });
 
   for (const [label, ink, strokes] of [

@@ -191,7 +191,7 @@ describe('preprocessing in loadVAE', () => {
   let plain;
   let declared;
   before(async () => {
-    plain = await loadVAE(dir, { ort }); // format version 1: no preprocess section
+    plain = await loadVAE(dir, { ort, preprocess: 'none' }); // as a version 1 manifest
     declared = await loadVAE(dir, { ort, preprocess: spec }); // as a v2 manifest declaring it
   });
   after(async () => {
@@ -237,7 +237,18 @@ describe('preprocessing in loadVAE', () => {
     assert.deepEqual(await declared.embed(negative, { preprocess: 'none' }), asIs);
   });
 
-  it('keeps the old behaviour for a manifest without the section', async () => {
+  it("uses the manifest's section by default", async () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+    const declared = manifest.format_version >= 2 ? manifest.preprocess : 'none';
+    const vae = await loadVAE(dir, { ort });
+    try {
+      assert.deepEqual(vae.preprocess, declared === 'none' ? null : declared);
+    } finally {
+      await vae.release();
+    }
+  });
+
+  it('keeps the old behaviour without a spec (version 1, or preprocess "none")', async () => {
     assert.equal(plain.preprocess, null);
     const image = inputImage(cases[0].input);
     const { info: got, mu } = await plain.encode(image);
@@ -261,6 +272,8 @@ describe('the preprocess section of manifest.json (format version 2)', () => {
   const raw = JSON.parse(fs.readFileSync(path.join(ARTIFACTS, 'mnist-mlp-z20', 'manifest.json')));
   const check = (change) => {
     const m = structuredClone(raw);
+    m.format_version = 1; // the shipped manifest as version 1, without the section
+    delete m.preprocess;
     change(m);
     return checkManifest(m, 'x/manifest.json');
   };

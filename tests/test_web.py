@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vae_export import web_preprocess
 from vae_export.web_assets import embeddings_path, golden_path, js_normals, write_web_assets
 from vae_runtime import web_server
 from vae_runtime.cli import main
@@ -42,6 +43,24 @@ def regenerated(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("web")
     write_web_assets(SHIPPED, out, data_dir)
     return out
+
+
+def test_preprocess_vectors_match_the_runtime(regenerated):
+    """The vectors the JS preprocessing is checked against are what vae_runtime.preprocess
+    makes of their inputs now: inputs, specs and decisions exactly, outputs within 1e-6."""
+    if not web_preprocess.available():
+        pytest.skip("the runtime has no preprocessing yet (issue 12 not integrated)")
+    path = web_preprocess.vectors_path(WEB)
+    assert path.is_file(), f"{path} is missing: run `vae-export web-golden`"
+    committed = json.loads(path.read_text())
+    fresh = json.loads(web_preprocess.vectors_path(regenerated).read_text())
+    where = f"{path.relative_to(REPO)} {STALE}"
+    assert committed["specs"] == fresh["specs"], f"{where} (specs)"
+    assert len(committed["cases"]) == len(fresh["cases"]), where
+    for old, new in zip(committed["cases"], fresh["cases"], strict=True):
+        for key in ("name", "spec", "invert", "input", "info"):
+            assert old[key] == new[key], f"{where} ({old['name']}: {key})"
+        _close(old["output"], new["output"], 1e-6, f"{where} ({old['name']})")
 
 
 def _floats(text: str) -> np.ndarray:

@@ -313,6 +313,11 @@ def run_web_golden(args: argparse.Namespace) -> int:
     dirs = args.model_dirs or sorted(p.parent for p in Path("artifacts").glob("*/manifest.json"))
     if not dirs:
         raise ExportError("no model directories given and none found in artifacts/")
+    from vae_export.web_preprocess import available
+
+    if not available():
+        print("vae-export: note: this runtime has no preprocessing (issue 12) yet; "
+              "the preprocessing vectors are not written", file=sys.stderr)  # fmt: skip
     for path in write_web_assets(dirs, args.web, Path(args.data_dir)):
         print(f"wrote {path}")
     return 0

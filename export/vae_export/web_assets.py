@@ -202,9 +202,19 @@ def embeddings_path(web_dir: Path, name: str) -> Path:
     return web_dir / "demo" / "assets" / f"{name}.embeddings.json"
 
 
-def write_web_assets(model_dirs: list[Path], web_dir: Path, data_dir: Path) -> list[Path]:
-    """Write the golden file of every model, and the scatter of every 2-D one."""
+def write_web_assets(
+    model_dirs: list[Path], web_dir: Path, data_dir: Path, preprocess: bool | None = None
+) -> list[Path]:
+    """Write the golden file of every model, the scatter of every 2-D one and the
+    preprocessing parity vectors (:mod:`vae_export.web_preprocess`; ``preprocess`` None:
+    when this runtime has the preprocessing of issue 12)."""
+    from vae_export.web_preprocess import available, vectors, vectors_path
+
     written = []
+    if preprocess or (preprocess is None and available()):
+        path = vectors_path(web_dir)
+        atomic.write_bytes(path, dumps(vectors(data_dir)).encode())
+        written.append(path)
     for model_dir in model_dirs:
         record = golden(model_dir, data_dir)
         path = golden_path(web_dir, record["model"])

@@ -3,8 +3,7 @@
 // and `window.vaeDemo` exposes state, timings and a benchmark for the browser test.
 
 import * as ort from '/vendor/onnxruntime-web/ort.wasm.min.mjs';
-import { createRandom, loadVAE } from '../src/index.js';
-import { toModelInput } from '../src/preprocess.js';
+import { createRandom, decodeImage, loadVAE } from '../src/index.js';
 import { DrawingPad } from './pad.js';
 import { COLOURS, LatentPlane } from './plane.js';
 import { paintImage, paintTiles } from './pixels.js';
@@ -153,27 +152,64 @@ async function main() {
     $('explorer').hidden = true;
   }
 
+  // The pad through the main model's declared preprocessing (or `preprocess`, set by
+  // window.vaeDemo.setPreprocess); what follows gets the prepared input as it is.
+  let preprocess;
+  const asIs = { preprocess: 'none', invert: false };
+  const describeInput = () => {
+    const spec = preprocess === undefined ? mainModel.preprocess : preprocess;
+    const active = spec !== null && spec !== 'none';
+    $('pad').parentElement.classList.toggle('guided', !active);
+    $('pad-note').textContent = active
+      ? 'Draw anywhere, at any size; the model input is cropped, scaled and centred as MNIST digits were.'
+      : 'No preprocessing declared: the whole pad is shrunk, so draw white on black inside the dashed square.';
+  };
   const update = latestWins('pad', async () => {
     if (pad.blank) return;
-    const input = toModelInput(pad.imageData(), mainModel.manifest.preprocess);
+    const options = preprocess === undefined ? {} : { preprocess };
+    const { pixels: input, info } = mainModel.prepare(pad.imageData(), options);
     paintImage($('input'), input);
-    const recon = await serial(() => mainModel.reconstruct(input, 1));
+    $('decision').textContent = decisionText(info[0]);
+    const recon = await serial(() => mainModel.reconstruct(input, 1, asIs));
     paintImage($('recon'), recon);
     let mu2 = null;
     if (explorer) {
-      mu2 = await serial(() => explorer.embed(input, 1));
+      mu2 = await serial(() => explorer.embed(input, 1, asIs));
       paintImage($('recon2'), await serial(() => explorer.decode(mu2, 1)));
       plane.setRing([mu2[0], mu2[1]]);
     }
-    state.drawn = { input, recon, mu2: mu2 && [mu2[0], mu2[1]] };
+    state.drawn = { input, info: info[0], recon, mu2: mu2 && [mu2[0], mu2[1]] };
     $('set-a').disabled = false;
     $('set-b').disabled = false;
   });
   const pad = new DrawingPad($('pad'), update);
+  describeInput();
   $('clear').addEventListener('click', () => pad.clear());
+  $('ink').addEventListener('click', () => {
+    pad.setInk(pad.ink === 'light' ? 'dark' : 'light');
+    $('ink').textContent = pad.ink === 'light' ? 'black ink on white' : 'white ink on black';
+  });
+  // An image file (picker or dropped on the pad) replaces the drawing, at its own size.
+  const open = async (file) => {
+    if (!file) return;
+    try {
+      pad.showImage(await decodeImage(file, file.name));
+      update();
+      state.opened = file.name;
+    } catch (err) {
+      $('decision').textContent = err.message;
+    }
+  };
+  $('open').addEventListener('change', (e) => open(e.target.files[0]));
+  const frame = $('pad').parentElement;
+  frame.addEventListener('dragover', (e) => e.preventDefault());
+  frame.addEventListener('drop', (e) => {
+    e.preventDefault();
+    open(e.dataTransfer.files[0]);
+  });
   const interpolate = latestWins('strip', async () => {
     if (!state.a || !state.b) return;
-    state.strip = await serial(() => mainModel.interpolate(state.a, state.b, STRIP.steps));
+    state.strip = await serial(() => mainModel.interpolate(state.a, state.b, STRIP.steps, asIs));
     paintTiles($('strip'), state.strip, STRIP.steps, { cols: STRIP.steps, gap: STRIP.gap });
   });
   for (const [id, key] of [
@@ -186,7 +222,27 @@ async function main() {
       interpolate();
     });
   }
-  Object.assign(window.vaeDemo, { main: mainModel, explorer, plane });
+  Object.assign(window.vaeDemo, {
+    main: mainModel,
+    explorer,
+    plane,
+    pad,
+    /** Use `spec` ("none", a spec object; undefined: the model's) for the pad from now on. */
+    setPreprocess(spec) {
+      preprocess = spec;
+      describeInput();
+      update();
+    },
+  });
+}
+
+/** One line on what the preprocessing decided about the drawing. */
+function decisionText(info) {
+  if (info.polarity === 'none') return 'plain resize, no decisions';
+  const ink = info.inverted ? 'dark ink on light paper (inverted)' : 'light ink on dark paper';
+  const how = info.polarity === 'auto' ? `decided: border ${info.border.toFixed(2)}` : 'forced';
+  const flags = info.flags.length ? ` · ${info.flags.join(', ')}` : '';
+  return `${ink}, ${how}${flags}`;
 }
 
 /**

@@ -1,5 +1,6 @@
-// A drawing pad: white strokes on black, reported to `onChange` while drawing (at most once
-// per animation frame) and when a stroke ends.
+// A drawing pad: white strokes on black (or, with `setInk('dark')`, black on white paper),
+// reported to `onChange` while drawing (at most once per animation frame) and when a stroke
+// ends.
 
 const STROKE = 20; // px on a 280 px pad: ~2 px at 28 x 28, an MNIST stroke
 
@@ -11,10 +12,12 @@ export class DrawingPad {
     this.onChange = onChange;
     this.last = null;
     this.pending = false;
+    this.ink = 'light';
     this.clear();
     canvas.addEventListener('pointerdown', (e) => {
       canvas.setPointerCapture(e.pointerId);
       this.blank = false;
+      this.opened = null; // drawing on an opened image draws on its preview
       this.last = this.at(e);
       this.line(this.last, this.last);
     });
@@ -43,7 +46,7 @@ export class DrawingPad {
 
   line(from, to) {
     const { ctx } = this;
-    ctx.strokeStyle = '#fff';
+    ctx.strokeStyle = this.ink === 'light' ? '#fff' : '#000';
     ctx.lineWidth = STROKE;
     ctx.lineCap = 'round';
     ctx.lineJoin = 'round';
@@ -60,13 +63,35 @@ export class DrawingPad {
     }
   }
 
-  clear() {
-    this.ctx.fillStyle = '#000';
-    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
-    this.blank = true;
+  /** 'light' (white ink on black) or 'dark' (black ink on white); clears the pad. */
+  setInk(ink) {
+    this.ink = ink;
+    this.clear();
   }
 
+  clear() {
+    this.ctx.fillStyle = this.ink === 'light' ? '#000' : '#fff';
+    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    this.blank = true;
+    this.opened = null;
+  }
+
+  /** Shows an opened image (scaled to fit) and hands on its own pixels until cleared. */
+  showImage(image) {
+    const { ctx, canvas } = this;
+    const scale = Math.min(canvas.width / image.width, canvas.height / image.height);
+    const [w, h] = [image.width * scale, image.height * scale];
+    const bitmap = new OffscreenCanvas(image.width, image.height);
+    bitmap.getContext('2d').putImageData(image, 0, 0);
+    ctx.fillStyle = '#444';
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    this.blank = false;
+    this.opened = image;
+  }
+
+  /** The pixels to prepare: the opened image's own, or the pad's. */
   imageData() {
-    return this.ctx.getImageData(0, 0, this.canvas.width, this.canvas.height);
+    return this.opened ?? this.ctx.getImageData(0, 0, this.canvas.width, this.canvas.height);
   }
 }

@@ -1,6 +1,9 @@
 // Types of vae-onnx-web (src/index.js). Arrays are row-major Float32Arrays: images n x 784
 // (28 x 28, values in [0, 1], white digit on black), latents n x L.
 
+import type { PreprocessSpec, RawImage, Info } from './preprocess.js';
+export type { PreprocessSpec, RawImage, Info } from './preprocess.js';
+
 /** What loadVAE needs from onnxruntime-web or onnxruntime-node (pass the module itself). */
 export interface OrtLike {
   InferenceSession: { create(model: Uint8Array, options?: object): Promise<unknown> };
@@ -18,7 +21,20 @@ export interface LoadOptions {
   fetch?: (url: string) => Promise<Response>;
   /** Largest batch handed to ONNX Runtime at once; larger inputs run in chunks. Default 256. */
   batchSize?: number;
+  /** The preprocessing: default the manifest's declared `preprocess` section; "none" skips
+   * it (model-shaped arrays as they are, raw images plainly resized); or a spec object. */
+  preprocess?: PreprocessSpec | 'none';
 }
+
+/** Per call: the polarity ("auto": decided from the border; true: dark ink on light paper)
+ * and the preprocessing (as LoadOptions.preprocess, overriding the model's). */
+export interface PrepareOptions {
+  invert?: 'auto' | boolean;
+  preprocess?: PreprocessSpec | 'none';
+}
+
+/** Model-shaped pixels (n x 784, uint8 or floats in [0, 1]), one raw image, or a list of them. */
+export type Images = Float32Array | Uint8Array | ArrayLike<number> | RawImage | RawImage[];
 
 /** A seeded source of float32 standard normals (xoshiro128** + Box-Muller; docs/web.md). */
 export interface Random {
@@ -42,13 +58,27 @@ export interface VAE {
   readonly variant: string | null;
   /** The graph files in use, relative to the model directory. */
   readonly files: { encoder: string; decoder: string };
-  /** mu and logvar of q(z|x), each n x L. `n` defaults to pixels.length / 784. */
+  /** The preprocessing spec in effect (null: none). */
+  readonly preprocess: PreprocessSpec | null;
+  /** Model inputs (n x 784) of any input, with what was decided for each image. Options may
+   * take the place of `n`. */
+  prepare(
+    input: Images,
+    n?: number | PrepareOptions,
+    options?: PrepareOptions,
+  ): { pixels: Float32Array; n: number; info: Info[] };
+  /** mu and logvar of q(z|x), each n x L, of prepare(input). `n` defaults to length / 784. */
   encode(
-    pixels: Float32Array | Uint8Array | ArrayLike<number>,
-    n?: number,
-  ): Promise<{ mu: Float32Array; logvar: Float32Array }>;
+    input: Images,
+    n?: number | PrepareOptions,
+    options?: PrepareOptions,
+  ): Promise<{ mu: Float32Array; logvar: Float32Array; info: Info[] }>;
   /** mu alone: the deterministic embedding, n x L. */
-  embed(pixels: Float32Array | Uint8Array | ArrayLike<number>, n?: number): Promise<Float32Array>;
+  embed(
+    input: Images,
+    n?: number | PrepareOptions,
+    options?: PrepareOptions,
+  ): Promise<Float32Array>;
   /** Means of p(x|z): n x 784 in [0, 1]. `n` defaults to z.length / L. */
   decode(z: Float32Array | ArrayLike<number>, n?: number): Promise<Float32Array>;
   /** z = mu + exp(0.5 * clamp(logvar, -30, 20)) * eps, n x L (synchronous). */
@@ -59,16 +89,19 @@ export interface VAE {
   ): Float32Array;
   /** decode(z) for n draws of z ~ N(0, I) from the seeded PRNG (no seed: fresh entropy). */
   generate(n: number, options?: { seed?: number; rng?: Random }): Promise<Float32Array>;
-  /** decode(embed(pixels)). */
+  /** decode(embed(input)). */
   reconstruct(
-    pixels: Float32Array | Uint8Array | ArrayLike<number>,
-    n?: number,
+    input: Images,
+    n?: number | PrepareOptions,
+    options?: PrepareOptions,
   ): Promise<Float32Array>;
-  /** `steps` images decoded along the line from mu(a) to mu(b), ends included; a, b: 784 each. */
+  /** `steps` images decoded along the line from mu(a) to mu(b), ends included; a, b: one
+   * image each (784 values or a raw image). */
   interpolate(
-    a: Float32Array | ArrayLike<number>,
-    b: Float32Array | ArrayLike<number>,
+    a: Float32Array | ArrayLike<number> | RawImage,
+    b: Float32Array | ArrayLike<number> | RawImage,
     steps?: number,
+    options?: PrepareOptions,
   ): Promise<Float32Array>;
   /** Frees both ONNX Runtime sessions. */
   release(): Promise<void>;
@@ -85,6 +118,13 @@ export function createRandom(seed: number): Random;
 
 export class ModelFormatError extends Error {}
 export class InputError extends Error {}
+export class SpecError extends RangeError {}
+/** Decodes an image file in a browser (no colour management, no premultiplied alpha, EXIF
+ * orientation applied) into an ImageData for encode/prepare; refuses in Node. */
+export function decodeImage(
+  source: Blob | ArrayBuffer | Uint8Array,
+  name?: string,
+): Promise<ImageData>;
 
 export const PIXELS: 784;
 export const LOGVAR_MIN: -30;

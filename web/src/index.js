@@ -5,11 +5,15 @@ import { InputError, ModelFormatError } from './errors.js';
 import { readVerified, openSource } from './files.js';
 import { PIXELS, checkManifest, contract, graphPlan } from './manifest.js';
 import { inspectModel } from './onnx-proto.js';
+import { NONE, validateSpec } from './preprocess-spec.js';
+import { info as infoOf, plainResize, prepare } from './preprocess.js';
 import { createRandom, entropySeed } from './random.js';
 
 export { InputError, ModelFormatError } from './errors.js';
 export { createRandom } from './random.js';
 export { PIXELS } from './manifest.js';
+export { SpecError } from './preprocess-spec.js';
+export { decodeImage } from './decode.js';
 
 // exp(0.5 * logvar) over- and underflows float32 far outside this; as vae_runtime.sampling.
 export const LOGVAR_MIN = -30;
@@ -150,6 +154,72 @@ function asImages(pixels, n) {
   return [x, rows];
 }
 
+const isImage = (v) =>
+  v !== null && typeof v === 'object' && 'width' in v && 'height' in v && 'data' in v;
+
+/** The spec in effect: `choice` undefined = the manifest's; "none" = none (null); or a spec. */
+function chooseSpec(choice, declared) {
+  if (choice === undefined) return declared;
+  try {
+    return validateSpec(choice, 'preprocess option');
+  } catch (err) {
+    throw new InputError(err.message);
+  }
+}
+
+/** Options may stand in the place of `n`: encode(images, {invert}). */
+function splitArgs(n, options) {
+  return n !== null && typeof n === 'object' ? [undefined, n] : [n, options ?? {}];
+}
+
+/**
+ * Any input -> model inputs (n x 784 float32) with each image's decisions. Raw images
+ * ({data, width, height[, channels]}, e.g. ImageData, or a list of them) go through the
+ * spec's steps (or a plain resize without one); model-shaped arrays (n x 784) through its
+ * polarity step only, their bits kept unless inverted (docs/preprocessing.md, step 2).
+ */
+function prepareInput(input, n, spec, invert) {
+  if (isImage(input) || (Array.isArray(input) && input.length > 0 && input.every(isImage))) {
+    const images = isImage(input) ? [input] : input;
+    const pixels = new Float32Array(images.length * PIXELS);
+    const info = images.map((image, i) => {
+      const result = spec ? prepare(image, spec, { invert }) : noSpec(plainResize(image), invert);
+      pixels.set(result.image, i * PIXELS);
+      return infoOf(result);
+    });
+    return { pixels, n: images.length, info };
+  }
+  const [x, rows] = asImages(input, n);
+  const info = [];
+  let pixels = x;
+  for (let i = 0; i < rows; i++) {
+    const row = x.subarray(i * PIXELS, (i + 1) * PIXELS);
+    const result = spec
+      ? prepare({ data: row, width: 28, height: 28, channels: 1 }, spec, { invert })
+      : noSpec(row, invert);
+    if (result.image !== row) {
+      if (pixels === x) pixels = Float32Array.from(x);
+      pixels.set(result.image, i * PIXELS);
+    }
+    info.push(infoOf(result));
+  }
+  return { pixels, n: rows, info };
+}
+
+/** Without a spec the polarity is the caller's alone (invert === true), as before it. */
+function noSpec(image, invert) {
+  const inverted = invert === true;
+  return {
+    image: inverted ? image.map((v) => f32(1 - v)) : image,
+    inverted,
+    decided: false,
+    border: null,
+    passthrough: false,
+    flags: [],
+    none: true,
+  };
+}
+
 function asLatents(values, n, latentDim, what) {
   if (values === null || typeof values !== 'object' || typeof values.length !== 'number') {
     throw new InputError(`${what} must be a Float32Array (n x ${latentDim}, row-major)`);
@@ -180,6 +250,7 @@ export async function loadVAE(source, options = {}) {
     sessionOptions = {},
     fetch,
     batchSize = DEFAULT_BATCH_SIZE,
+    preprocess: preprocessChoice,
   } = options;
   if (!ort?.InferenceSession || !ort?.Tensor) {
     throw new TypeError(
@@ -198,6 +269,7 @@ export async function loadVAE(source, options = {}) {
     throw new ModelFormatError(`${where}: not readable JSON (${err.message})`);
   }
   const manifest = checkManifest(raw, where);
+  const spec = chooseSpec(preprocessChoice, manifest.preprocess);
   const plan = graphPlan(manifest, variant, where);
   const encoder = await openGraph(ort, files, manifest, 'encoder', plan.encoder, sessionOptions);
   let decoder;
@@ -237,13 +309,24 @@ export async function loadVAE(source, options = {}) {
     latentDim: L,
     variant,
     files: { encoder: plan.encoder.graph, decoder: plan.decoder.graph },
+    /** The preprocessing spec in effect (the manifest's unless overridden), null = none. */
+    preprocess: spec,
 
-    async encode(pixels, n) {
-      const [x, rows] = asImages(pixels, n);
-      return run(
+    prepare(input, n, options) {
+      const [rows, opts] = splitArgs(n, options);
+      const { invert = 'auto', preprocess: choice } = opts;
+      if (!['auto', true, false].includes(invert)) {
+        throw new InputError(`invert must be "auto", true or false, got ${JSON.stringify(invert)}`);
+      }
+      return prepareInput(input, rows, chooseSpec(choice, spec), invert);
+    },
+
+    async encode(input, n, options) {
+      const { pixels, n: rows, info } = vae.prepare(input, n, options);
+      const out = await run(
         encoder,
         'x',
-        x,
+        pixels,
         rows,
         [1, 28, 28],
         [
@@ -251,10 +334,11 @@ export async function loadVAE(source, options = {}) {
           ['logvar', L],
         ],
       );
+      return { ...out, info };
     },
 
-    async embed(pixels, n) {
-      return (await vae.encode(pixels, n)).mu;
+    async embed(input, n, options) {
+      return (await vae.encode(input, n, options)).mu;
     },
 
     async decode(z, n) {
@@ -291,19 +375,17 @@ export async function loadVAE(source, options = {}) {
       return vae.decode(source.normals(n * L), n);
     },
 
-    async reconstruct(pixels, n) {
-      const mu = await vae.embed(pixels, n);
+    async reconstruct(input, n, options) {
+      const mu = await vae.embed(input, n, options);
       return vae.decode(mu);
     },
 
-    async interpolate(a, b, steps = 10) {
+    async interpolate(a, b, steps = 10, options = {}) {
       checkCount(steps, 'steps', 2);
-      const [xa] = asImages(a, 1);
-      const [xb] = asImages(b, 1);
       const pair = new Float32Array(2 * PIXELS);
-      pair.set(xa);
-      pair.set(xb, PIXELS);
-      const mu = await vae.embed(pair, 2);
+      pair.set(vae.prepare(a, 1, options).pixels);
+      pair.set(vae.prepare(b, 1, options).pixels, PIXELS);
+      const mu = await vae.embed(pair, 2, { ...options, preprocess: NONE, invert: false });
       const z = new Float32Array(steps * L);
       for (let s = 0; s < steps; s++) {
         const t = s === steps - 1 ? 1 : f32(s * (1 / (steps - 1)));

@@ -1,10 +1,14 @@
-// manifest.json (docs/model-format.md, format version 1), checked as the Python runtime
-// checks it (vae_runtime/model_dir.py): a refusal names manifest.json and the reason.
+// manifest.json (docs/model-format.md, format versions 1 and 2), checked as the Python
+// runtime checks it (vae_format/manifest.py): a refusal names manifest.json and the reason.
 
 import { ModelFormatError } from './errors.js';
+import { SpecError, validateSpec } from './preprocess-spec.js';
 
 export const FORMAT = 'vae-onnx-model';
-export const SUPPORTED_VERSIONS = [1];
+export const SUPPORTED_VERSIONS = [1, 2];
+// Version 2 adds the required `preprocess` section (how raw images become inputs); a
+// version 1 directory has none and reads raw images as before ("none").
+export const PREPROCESS_SINCE = 2;
 export const IMAGE_SHAPE = [1, 28, 28];
 export const PIXELS = 784;
 const ROLES = ['graph', 'checkpoint', 'config', 'log'];
@@ -87,7 +91,8 @@ function checkDeclared(graph, role, latentDim, fail) {
  * Check a parsed manifest.json.
  * @param {unknown} raw the parsed JSON
  * @param {string} where how to name manifest.json in messages (its path or URL)
- * @returns the checked facts: {raw, formatVersion, name, arch, latentDim, files, graphs, external, variants}
+ * @returns the checked facts: {raw, formatVersion, name, arch, latentDim, files, graphs,
+ *   external, variants, preprocess (the spec, or null for "none")}
  */
 export function checkManifest(raw, where) {
   const fail = (reason) => new ModelFormatError(`${where}: ${reason}`);
@@ -182,7 +187,45 @@ export function checkManifest(raw, where) {
       variants[vname][role] = graphFile(vobj[role], `variants[${q(vname)}].${role}`);
     }
   }
-  return { raw, formatVersion: version, name, arch, latentDim, files, graphs, external, variants };
+  const preprocess = checkPreprocess(raw, version, fail);
+  return {
+    raw,
+    formatVersion: version,
+    name,
+    arch,
+    latentDim,
+    files,
+    graphs,
+    external,
+    variants,
+    preprocess,
+  };
+}
+
+/** The `preprocess` section: required from version 2 on, absent before; null = "none". */
+function checkPreprocess(raw, version, fail) {
+  if (version < PREPROCESS_SINCE) {
+    if ('preprocess' in raw) {
+      throw fail(
+        `format_version ${version} has no 'preprocess' section (it came with version ${PREPROCESS_SINCE}); set format_version to ${PREPROCESS_SINCE} or remove the section`,
+      );
+    }
+    return null;
+  }
+  if (!('preprocess' in raw)) {
+    throw fail(`missing required key 'preprocess' (format_version ${version})`);
+  }
+  let spec;
+  try {
+    spec = validateSpec(raw.preprocess);
+  } catch (err) {
+    if (err instanceof SpecError) throw fail(err.message);
+    throw err;
+  }
+  if (spec !== null && q(spec.size) !== q(IMAGE_SHAPE.slice(1))) {
+    throw fail(`preprocess.size ${q(spec.size)} must be the image's ${q(IMAGE_SHAPE.slice(1))}`);
+  }
+  return spec;
 }
 
 /**

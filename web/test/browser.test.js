@@ -8,11 +8,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { loadVAE } from '../src/index.js';
+import { prepare } from '../src/preprocess.js';
 import { launchBrowser, missingForBrowser, openDemo, startServer } from './browser-helpers.js';
-import { ARTIFACTS, TOLERANCE, WEB, loadGolden, maxAbsDiff } from './helpers.js';
+import { ARTIFACTS, GOLDEN_DIR, TOLERANCE, WEB, loadGolden, maxAbsDiff } from './helpers.js';
 import { classify, heartOf, loadScatter } from './scatter.js';
 
 const missing = missingForBrowser();
@@ -80,6 +82,46 @@ const DIGITS = {
     ],
   ],
 };
+
+// Small digits in the pad's top-left corner: shrunk whole, they would be a few pixels wide.
+const SMALL_SEVEN = [
+  [
+    [30, 35],
+    [110, 35],
+    [65, 130],
+  ],
+];
+const SMALL_ZERO = [ellipse(75, 80, 32, 50)];
+const PREPROCESS_VECTORS = JSON.parse(
+  fs.readFileSync(path.join(GOLDEN_DIR, 'preprocess', 'vectors.json'), 'utf8'),
+);
+
+/** Rows and columns spanned by the ink of a 28x28 image, and its centre of mass. */
+function inkBox(image) {
+  let top = 28;
+  let bottom = -1;
+  let left = 28;
+  let right = -1;
+  let mass = 0;
+  let cy = 0;
+  let cx = 0;
+  for (let r = 0; r < 28; r++) {
+    for (let c = 0; c < 28; c++) {
+      const v = image[r * 28 + c];
+      if (v <= 0) continue;
+      [top, bottom, left, right] = [
+        Math.min(top, r),
+        Math.max(bottom, r),
+        Math.min(left, c),
+        Math.max(right, c),
+      ];
+      mass += v;
+      cy += v * r;
+      cx += v * c;
+    }
+  }
+  return { rows: bottom - top + 1, cols: right - left + 1, cy: cy / mass, cx: cx / mass };
+}
 
 describe('the page in Chromium', { skip }, () => {
   let server;
@@ -240,6 +282,121 @@ describe('the page in Chromium', { skip }, () => {
           t.diagnostic(`${variant} ${key}: max abs difference ${diff.toExponential(1)}`);
         }
       }
+    });
+  }
+
+  it("tells how the pad is read: by the model's declared preprocessing, or shrunk whole", async () => {
+    const declared = await page.evaluate(() => window.vaeDemo.main.preprocess);
+    const manifest = JSON.parse(
+      fs.readFileSync(path.join(ARTIFACTS, 'mnist-conv-z20', 'manifest.json'), 'utf8'),
+    );
+    const spec = manifest.format_version >= 2 ? manifest.preprocess : 'none';
+    assert.deepEqual(declared, spec === 'none' ? null : spec);
+    const active = declared !== null;
+    assert.match(
+      await page.textContent('#pad-note'),
+      active ? /Draw anywhere, at any size/ : /No preprocessing declared/,
+    );
+    const polarity = await page.evaluate(() => window.vaeDemo.state.drawn.info.polarity);
+    assert.equal(polarity, active ? 'auto' : 'none');
+  });
+
+  for (const [label, ink, strokes] of [
+    [7, 'light', SMALL_SEVEN],
+    [0, 'dark', SMALL_ZERO],
+  ]) {
+    it(`prepares a small ${label} drawn ${ink === 'light' ? 'white on black' : 'black on white'} in a corner by the declared spec`, async () => {
+      const spec = PREPROCESS_VECTORS.specs.mnist; // the spec of the MNIST models, from Python
+      await page.evaluate(
+        ([spec, ink]) => {
+          window.vaeDemo.setPreprocess(spec);
+          window.vaeDemo.pad.setInk(ink);
+        },
+        [spec, ink],
+      );
+      await draw(page, strokes);
+      const { drawn, pad } = await page.evaluate(() => {
+        const { drawn } = window.vaeDemo.state;
+        const image = window.vaeDemo.pad.imageData();
+        let text = ''; // the pad's RGBA bytes as base64: 300 kB cross faster than a list
+        for (let i = 0; i < image.data.length; i += 8192) {
+          text += String.fromCharCode(...image.data.subarray(i, i + 8192));
+        }
+        return {
+          drawn: { ...drawn, input: Array.from(drawn.input) },
+          pad: { width: image.width, height: image.height, base64: btoa(text) },
+        };
+      });
+      // What the page shows is what the package makes of the pad's pixels (the package is
+      // checked against Python on pad-like drawings in preprocess.test.js) ...
+      const data = new Uint8ClampedArray(Buffer.from(pad.base64, 'base64'));
+      const expected = prepare({ width: pad.width, height: pad.height, data }, spec);
+      assert.deepEqual(Float32Array.from(drawn.input), expected.image);
+      assert.ok(greyDiff(await readCanvas(page, 'input'), expected.image) <= 1);
+      assert.equal(drawn.info.inverted, ink === 'dark');
+      assert.match(
+        await page.textContent('#decision'),
+        ink === 'dark'
+          ? /dark ink on light paper \(inverted\), decided/
+          : /light ink on dark paper, decided/,
+      );
+      assert.match(await page.textContent('#pad-note'), /Draw anywhere, at any size/);
+      // ... which is MNIST-shaped: the ink's box 20 pixels on its longer side, its centre of
+      // mass at (14, 14) within half a pixel, and it lands among the label's test digits.
+      const { rows, cols, cy, cx } = inkBox(drawn.input);
+      assert.equal(Math.max(rows, cols), 20, `ink box ${rows} x ${cols}`);
+      assert.ok(Math.abs(cy - 14) <= 0.5 && Math.abs(cx - 14) <= 0.5, `centre ${cy}, ${cx}`);
+      assert.equal(classify(scatter, drawn.mu2), label, `drawn ${label} embeds at ${drawn.mu2}`);
+      await page.evaluate(() => {
+        window.vaeDemo.setPreprocess(undefined);
+        window.vaeDemo.pad.setInk('light');
+      });
+    });
+  }
+
+  for (const name of ['grey scan, dark on light', 'RGB scan with a colour cast, light on dark']) {
+    it(`opens a PNG file of the vectors' ${name} and prepares it exactly as Python`, async () => {
+      const c = PREPROCESS_VECTORS.cases.find((v) => v.name === name);
+      const { width, height, channels } = c.input;
+      const raw = zlib.inflateSync(Buffer.from(c.input.uint8_zlib, 'base64'));
+      const rgba = new Uint8Array(width * height * 4);
+      for (let p = 0; p < width * height; p++) {
+        for (let k = 0; k < 3; k++) rgba[4 * p + k] = raw[p * channels + (channels === 1 ? 0 : k)];
+        rgba[4 * p + 3] = 255;
+      }
+      // The browser encodes the PNG (lossless); the page decodes it through decodeImage.
+      const png = await page.evaluate(
+        async ([data, width, height]) => {
+          const canvas = new OffscreenCanvas(width, height);
+          const image = new ImageData(Uint8ClampedArray.from(data), width, height);
+          canvas.getContext('2d').putImageData(image, 0, 0);
+          const blob = await canvas.convertToBlob({ type: 'image/png' });
+          return Array.from(new Uint8Array(await blob.arrayBuffer()));
+        },
+        [Array.from(rgba), width, height],
+      );
+      await page.evaluate(
+        (spec) => window.vaeDemo.setPreprocess(spec),
+        PREPROCESS_VECTORS.specs.mnist,
+      );
+      await page.setInputFiles('#open', {
+        name: `${name}.png`,
+        mimeType: 'image/png',
+        buffer: Buffer.from(png),
+      });
+      await page.waitForFunction((n) => window.vaeDemo.state.opened === n, `${name}.png`);
+      await page.evaluate(() => window.vaeDemo.settle());
+      const drawn = await page.evaluate(() => ({
+        input: Array.from(window.vaeDemo.state.drawn.input),
+        info: window.vaeDemo.state.drawn.info,
+      }));
+      const want = new Float32Array(new Uint8Array(Buffer.from(c.output, 'base64')).buffer);
+      assert.deepEqual(Float32Array.from(drawn.input), want);
+      assert.deepEqual(drawn.info, c.info);
+      await page.evaluate(() => {
+        window.vaeDemo.setPreprocess(undefined);
+        window.vaeDemo.pad.clear();
+      });
     });
   }
 

@@ -99,10 +99,10 @@ describe('tampered model directories', () => {
 
   it('refuses a format version it does not know', async () => {
     const dir = tampered((d, m) => {
-      m.format_version = 2;
+      m.format_version = 3;
       return true;
     });
-    await refused(dir, /format_version 2 is not supported/);
+    await refused(dir, /format_version 3 is not supported/);
   });
 
   it('refuses a path leaving the directory', async () => {

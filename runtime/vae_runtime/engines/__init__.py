@@ -8,8 +8,18 @@ the module and add its line to ``ENGINES``.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from typing import Any
+
+from vae_format.extras import RUNTIME_INSTALL
+
+# ONNX Runtime (1.29 on) has telemetry on Linux and macOS: when it is imported it persists a
+# device ID and an event store under ~/.cache/Microsoft and, where home is not writable,
+# prints a colour-coded warning on every run. ORT_DISABLE_TELEMETRY=1 is its documented full
+# opt-out (nothing created, persisted or sent), read once when onnxruntime is imported, so it
+# is set here, before any engine module imports it, unless the user set it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from ..errors import InputError
 from .base import Engine, GraphRunner, TensorInfo
@@ -20,6 +30,9 @@ ENGINES: dict[str, str] = {
     "openvino": "vae_runtime.engines.openvino",  # pip install 'vae-onnx[openvino]'
 }
 
+# How to install an engine's library (a bare `pip install vae-onnx` has none).
+INSTALL = {"onnxruntime": RUNTIME_INSTALL, "openvino": "pip install 'vae-onnx[openvino]'"}
+
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "GraphRunner", "TensorInfo", "create_engine"]
 
 
@@ -29,15 +42,16 @@ def create_engine(
     """Engine ``name`` configured with ``options``; an unknown name is an InputError.
     ``session``: the variant's checked session settings (``Manifest.session``), which an
     engine honours where they apply to it (ONNX Runtime's optimization levels)."""
-    if name not in ENGINES:
+    if not isinstance(name, str) or name not in ENGINES:
         raise InputError(f"unknown backend {name!r}; available: {', '.join(ENGINES)}")
     try:
         module = importlib.import_module(ENGINES[name])
     except ModuleNotFoundError as exc:  # the engine's library is an extra
         if exc.name is None or exc.name.startswith("vae_runtime"):
             raise
+        install = INSTALL.get(name, f"pip install 'vae-onnx[{name}]'")
         raise InputError(
-            f"backend {name!r} needs the {exc.name!r} package: pip install 'vae-onnx[{name}]'"
+            f"backend {name!r} needs the {exc.name!r} package, which is not installed: {install}"
         ) from None
     engine: Engine = module.create(options, session or {})
     return engine

@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 
 from vae_format.graph_policy import ALLOWED_OPS, MAX_TENSOR_ELEMENTS, check_graph_bytes
-from vae_runtime import VAE, ModelFormatError, RunError
+from vae_format.manifest import Manifest
+from vae_runtime import VAE, InputError, ModelFormatError, RunError
+from vae_runtime.engines import ENGINES
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -263,6 +265,45 @@ BIG_SHAPE = numpy_helper.from_array(np.array([20000, 1000000], np.int64), "big_s
 def test_what_export_never_writes_is_refused(model: Path, change, words) -> None:
     edit(model, "encoder.onnx", change)
     refused(model, "encoder.onnx", *words)
+
+
+RANDOM_OP = _prepend(helper.make_node("RandomNormal", [], ["eps"], shape=[1], name="r"))
+
+
+def _engine(backend: str):
+    from vae_runtime.engines import create_engine
+
+    try:
+        return create_engine(backend, {"threads": 1})
+    except InputError as exc:  # the engine's library is an extra not installed here
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("backend", list(ENGINES))
+def test_every_engine_gets_only_graphs_held_to_the_policy(model: Path, backend: str) -> None:
+    """Each way the runtime opens a graph, on each engine: VAE, engine parity (vae-run bench
+    --compare), and the Ray actors' constructors (what each actor runs on its node). The
+    refusal is the policy's, before the engine sees the graph (which would load it)."""
+    from vae_runtime.distributed import ActorPool, _Embedder, _Generator
+    from vae_runtime.engine_parity import load_runners
+
+    engine = _engine(backend)
+    edit(model, "encoder.onnx", RANDOM_OP)
+    words = ("encoder.onnx", "'RandomNormal'", "export never writes")
+    opens = {
+        "VAE": lambda: VAE(model, backend=backend, threads=1),
+        "parity": lambda: load_runners(engine, Manifest.load(model)),
+        "ray embed actor": lambda: _Embedder(
+            str(model), None, backend, ActorPool(), "image", (), False, False, False
+        ),
+        "ray generate actor": lambda: _Generator(
+            str(model), None, backend, ActorPool(), 0, "float32"
+        ),
+    }
+    for how, open_graph in opens.items():
+        with pytest.raises(ModelFormatError) as info:
+            open_graph()
+        assert all(w in str(info.value) for w in words), (how, str(info.value))
 
 
 def test_absurd_declared_shapes_are_refused(model: Path) -> None:

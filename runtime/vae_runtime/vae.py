@@ -19,13 +19,12 @@ import numpy as np
 
 from vae_format.contract import GRAPH_ROLES, contract
 from vae_format.manifest import Manifest
-from vae_format.verified import read_graph
 
 from . import likelihood as lik
 from . import ood
 from .arguments import check_fits, checked_int
 from .arrays import as_latents, check_latents
-from .engines import DEFAULT_ENGINE, Engine, GraphRunner, create_engine
+from .engines import DEFAULT_ENGINE, Engine, GraphRunner, create_engine, load_graph
 from .errors import InputError
 from .generation import prior_latents, spans
 from .model_dir import check_graph, resolve_model_dir
@@ -145,12 +144,11 @@ class VAE:
         }
 
     def _load(self, engine: Engine, role: str, variant: str | None) -> GraphRunner:
-        """``variant``'s graph of ``role`` loaded by ``engine``: verified bytes (its external
-        data too) held to the format's graph policy before the engine sees them, then the
-        loaded graph checked against the contract."""
-        graph = read_graph(self._manifest, role, variant)
-        runner = engine.load(graph.data, graph.external, graph.path)
-        check_graph(runner, contract(role, self.latent_dim), self._manifest, graph.path)
+        """``variant``'s graph of ``role`` loaded by ``engine`` through load_graph (verified
+        bytes held to the format's graph policy), then checked against the contract."""
+        runner = load_graph(engine, self._manifest, role, variant)
+        where = self._manifest.directory / self._manifest.graph_files(variant)[role]
+        check_graph(runner, contract(role, self.latent_dim), self._manifest, where)
         return runner
 
     # ---- facts ---------------------------------------------------------------------------

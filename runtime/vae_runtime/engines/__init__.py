@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from vae_format.extras import RUNTIME_INSTALL
+from vae_format.manifest import Manifest
+from vae_format.verified import read_graph
 
 # ONNX Runtime (1.29 on) has telemetry on Linux and macOS: when it is imported it persists a
 # device ID and an event store under ~/.cache/Microsoft and, where home is not writable,
@@ -33,7 +35,15 @@ ENGINES: dict[str, str] = {
 # How to install an engine's library (a bare `pip install vae-onnx` has none).
 INSTALL = {"onnxruntime": RUNTIME_INSTALL, "openvino": "pip install 'vae-onnx[openvino]'"}
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "GraphRunner", "TensorInfo", "create_engine"]
+__all__ = [
+    "DEFAULT_ENGINE",
+    "ENGINES",
+    "Engine",
+    "GraphRunner",
+    "TensorInfo",
+    "create_engine",
+    "load_graph",
+]
 
 
 def create_engine(
@@ -55,3 +65,14 @@ def create_engine(
         ) from None
     engine: Engine = module.create(options, session or {})
     return engine
+
+
+def load_graph(
+    engine: Engine, manifest: Manifest, role: str, variant: str | None = None
+) -> GraphRunner:
+    """The one way the runtime hands an engine a graph (VAE, its Ray actors, engine parity):
+    read_graph's verified bytes, already held to vae_format's graph policy (external data
+    only from the graph's listed files, the operator allow-list, size bounds), never a path.
+    A refusal is a ModelFormatError naming the file, raised before the engine sees a byte."""
+    graph = read_graph(manifest, role, variant)
+    return engine.load(graph.data, graph.external, graph.path)

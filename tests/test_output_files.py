@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -118,12 +119,19 @@ def test_fifo_target_is_written_through_not_replaced(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not IS_ROOT, reason="making a device node needs root")
 def test_device_node_is_written_through_not_replaced(tmp_path: Path) -> None:
-    """A private copy of /dev/null (never the system's: a broken writer would replace it)."""
-    null = tmp_path / "null"
+    """A private copy of /dev/null (never the system's: a broken writer would replace it).
+    Its name ends .npy: outputs take their format from the name, so a node without one is
+    refused by name (the node kept), as /dev/null itself would be."""
+    null = tmp_path / "null.npy"
     os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     proc = vae_run("generate", "--n", "4", "--npy", str(null), "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert stat.S_ISCHR(os.lstat(null).st_mode) and os.stat(null).st_rdev == os.makedev(1, 3)
+    bare = tmp_path / "null"
+    os.mknod(bare, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    proc = vae_run("generate", "--n", "4", "--out", str(bare), "--threads", "1")
+    assert proc.returncode == 2 and "unknown output format" in proc.stderr, proc.stderr
+    assert stat.S_ISCHR(os.lstat(bare).st_mode)
     assert not ours(tmp_path)
 
 
@@ -171,27 +179,40 @@ def test_directory_and_socket_targets_are_refused(tmp_path: Path) -> None:
 # ---- 9. the user's path, checked before the work ---------------------------------------------
 
 
-def test_unwritable_folder_names_the_users_path_before_any_work(tmp_path: Path) -> None:
+# Each command writes its output only when the work is done (a grid at the end, PNGs as
+# they come, Ray's folder after the whole job); n = 10^7 would take far longer than the
+# subprocess timeout here, so only a check made before the work passes.
+UNWRITABLE = {
+    "grid": (["generate", "--n", "10000000", "--out", "{ro}/g.png"], "{ro}/g.png"),
+    "png-folder": (["generate", "--n", "10000000", "--out-dir", "{ro}"], "{ro}"),
+    "ray-folder": (["embed", "in.parquet", "--ray", "--out", "{ro}/emb"], "{ro}/emb"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNWRITABLE))
+def test_unwritable_folder_names_the_users_path_before_any_work(tmp_path: Path, case) -> None:
     """A folder this process may not write to: 0555 for a user; for root (whom modes do not
     stop), a read-only tmpfs in a private mount namespace."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    out = str(ro / "g.png")
+    args = [a.format(ro=ro) for a in UNWRITABLE[case][0]]
+    named = UNWRITABLE[case][1].format(ro=ro)
     if not IS_ROOT:
         ro.chmod(0o555)
-        proc = vae_run("generate", "--n", "4", "--out", out)
+        proc = vae_run(*args, "--threads", "1", timeout=60)
         reason = "Permission denied"
     elif shutil.which("unshare"):
-        script = f'mount -t tmpfs -o ro tmpfs "{ro}" || exit 99; "{VAE_RUN}" generate --out "{out}"'
+        command = shlex.join([VAE_RUN, *args, "--threads", "1"])
+        script = f'mount -t tmpfs -o ro tmpfs "{ro}" || exit 99; {command}'
         proc = subprocess.run(
-            ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True
+            ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=60
         )
         reason = "Read-only file system"
         if proc.returncode == 99:
             pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     else:
         pytest.skip("root, and no unshare to make a read-only folder")
-    one_line_error(proc, f"{out}: {reason}")
+    one_line_error(proc, f"{named}: {reason}")
 
 
 def test_output_that_is_a_folder_fails_before_the_work(tmp_path: Path) -> None:
@@ -212,7 +233,11 @@ def test_output_under_a_file_and_bad_grid_name_fail_first(tmp_path: Path) -> Non
         "s.npy",
         "Not a directory",
     )
-    one_line_error(vae_run("generate", "--out", str(tmp_path / "g.jpg")), "give a .png file name")
+    one_line_error(vae_run("generate", "--out", str(tmp_path / "g.jpg")), "written as PNG")
+    np.save(tmp_path / "a.npy", np.zeros((1, 28, 28), np.uint8))
+    a = str(tmp_path / "a.npy")
+    strip = vae_run("interpolate", a, a, "--out", str(tmp_path / "s.jpg"))
+    one_line_error(strip, "give a .png file name")
 
 
 def test_check_output_creates_nothing(tmp_path: Path) -> None:

@@ -73,21 +73,37 @@ def check_output(path: PathLike) -> OutputTarget:
     in. A small file of ours is created and removed there to be sure (read-only mounts,
     quotas, permissions as root). Raises an OSError naming ``path``."""
     target = output_target(path)
-    if target.through:
-        return target  # opening a FIFO now would wait for its reader
-    folder = target.real.parent
+    if not target.through:  # opening a FIFO now would wait for its reader
+        _check_can_create(target.real, target.path)
+    return target
+
+
+def check_output_folder(path: PathLike, *, staged: bool = False) -> Path:
+    """Check, before any work, that files can be created in the folder ``path`` (which
+    may not exist yet: then that it can be made); ``staged``: that it can be built beside
+    itself and swapped in (vae_format.atomic_dir). Raises an OSError naming ``path``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    _check_can_create(path / "probe" if path.is_dir() and not staged else path, path)
+    return path
+
+
+def _check_can_create(entry: Path, named: Path) -> None:
+    """That ``entry`` could be created: its folder exists and a file of ours can be made
+    there (and is removed), or the missing folders may be made. Errors name ``named``."""
+    folder = entry.parent
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is None or not existing.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory", str(path))
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory", str(named))
     if existing != folder:  # the writer creates the missing folders; may it?
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, f"cannot create folders in {existing}", str(path))
-        return target
-    with _named_errors(target.path):
-        fd, probe = temp_names.make_file(target.real)
+            raise PermissionError(errno.EACCES, f"cannot create folders in {existing}", str(named))
+        return
+    with _named_errors(named):
+        fd, probe = temp_names.make_file(entry)
         os.close(fd)
         probe.unlink()
-    return target
 
 
 @contextlib.contextmanager

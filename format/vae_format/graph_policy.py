@@ -19,8 +19,8 @@ from .errors import ModelFormatError
 from .onnx_wire import ATTR_GRAPH, ATTR_GRAPHS, Model, Tensor, WireError, parse_model
 
 # The operators export writes, in every form and variant: fp32 graphs (phase-form and
-# ConvTranspose decoders; the sigmoid as Neg/Exp/Add/Reciprocal), int8 QDQ graphs, fp16
-# graphs (Casts at the ends). An architecture that needs another operator adds it here and
+# ConvTranspose decoders; the sigmoid as Neg/Exp/Add/Reciprocal), int8 QDQ graphs (the
+# merged-phase decoders' border mask is a Min), fp16 graphs (Casts at the ends). An architecture that needs another operator adds it here and
 # to docs/model-format.md: a format change.
 ALLOWED_OPS = frozenset(
     {
@@ -34,6 +34,7 @@ ALLOWED_OPS = frozenset(
         "Exp",
         "Gemm",
         "Identity",
+        "Min",
         "Neg",
         "QuantizeLinear",
         "Reciprocal",

@@ -20,8 +20,9 @@ from .onnx_wire import ATTR_GRAPH, ATTR_GRAPHS, Model, Tensor, WireError, parse_
 
 # The operators export writes, in every form and variant: fp32 graphs (phase-form and
 # ConvTranspose decoders; the sigmoid as Neg/Exp/Add/Reciprocal), int8 QDQ graphs (the
-# merged-phase decoders' border mask is a Min), fp16 graphs (Casts at the ends). An architecture that needs another operator adds it here and
-# to docs/model-format.md: a format change.
+# merged-phase decoders' border mask is a Min), fp16 graphs (Casts at the ends). An
+# architecture that needs another operator adds it here and to docs/model-format.md: a
+# format change.
 ALLOWED_OPS = frozenset(
     {
         "Add",

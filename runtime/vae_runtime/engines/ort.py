@@ -96,7 +96,7 @@ def optimization_for(asked: str | None, session: Mapping[str, str]) -> str:
     variant's recommended one, else DEFAULT_OPTIMIZATION; one below the variant's minimum is
     refused rather than raised, since the caller named it."""
     level = asked if asked is not None else session.get("optimization", DEFAULT_OPTIMIZATION)
-    if level not in OPTIMIZATION_LEVELS:
+    if not isinstance(level, str) or level not in OPTIMIZATION_LEVELS:  # a list is unhashable
         raise InputError(
             f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {level!r}"
         )

@@ -149,17 +149,25 @@ def test_truncated_graph_file(model):
     refused(model, "encoder.onnx", "size")
 
 
-def test_truncated_graph_with_matching_manifest_is_refused_by_onnxruntime(model):
+def test_truncated_graph_with_matching_manifest_is_refused_before_any_engine(model):
     data = (model / "encoder.onnx").read_bytes()
     (model / "encoder.onnx").write_bytes(data[: len(data) // 2])
     reseal(model, "encoder.onnx")
-    refused(model, "encoder.onnx", "ONNX Runtime cannot load")
+    refused(model, "encoder.onnx", "not a readable ONNX model", "truncated")
 
 
 def test_random_bytes_graph(model):
     (model / "decoder.onnx").write_bytes(np.random.default_rng(0).bytes(5000))
     reseal(model, "decoder.onnx")
-    refused(model, "decoder.onnx", "cannot load")
+    refused(model, "decoder.onnx", "not a readable ONNX model")
+
+
+def test_well_formed_graph_the_engine_cannot_load_is_refused_by_it(model):
+    """Past the format's checks, ONNX Runtime's own refusal is a ModelFormatError too."""
+    graph = onnx.load_from_string(tiny_encoder())
+    graph.graph.node[1].input[1] = "no_such_tensor"
+    put_encoder(model, graph.SerializeToString())
+    refused(model, "encoder.onnx", "ONNX Runtime cannot load", "no_such_tensor")
 
 
 def test_sha256_mismatch_same_size(model):
@@ -320,23 +328,25 @@ def tiny_encoder(
     out_rank3: bool = False,
     meta: dict[str, str] | None = None,
 ) -> bytes:
-    """A hand-built encoder graph (Flatten + two MatMuls) with a chosen signature."""
+    """A hand-built encoder graph (Reshape + Gemm, operators export writes) with a chosen
+    signature."""
     pixels = int(np.prod(in_shape[1:]))
     np_type = np.float32 if elem == TensorProto.FLOAT else np.float64
     w = numpy_helper.from_array(np.full((pixels, latent_dim), 0.01, np_type), "w")
+    flat = numpy_helper.from_array(np.array([-1, pixels], np.int64), "flat_shape")
     nodes = [
-        helper.make_node("Flatten", [in_name], ["flat"], axis=1),
-        helper.make_node("MatMul", ["flat", "w"], ["h"]),
+        helper.make_node("Reshape", [in_name, "flat_shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w"], ["h"]),
     ]
     out_shape: list = ["N", latent_dim]
     if out_rank3:
-        axes = numpy_helper.from_array(np.array([2], np.int64), "axes")
-        nodes += [helper.make_node("Unsqueeze", ["h", "axes"], [out_names[0]])]
-        inits = [w, axes]
+        rank3 = numpy_helper.from_array(np.array([-1, latent_dim, 1], np.int64), "rank3")
+        nodes += [helper.make_node("Reshape", ["h", "rank3"], [out_names[0]])]
+        inits = [w, flat, rank3]
         out_shape = ["N", latent_dim, 1]
     else:
         nodes += [helper.make_node("Identity", ["h"], [out_names[0]])]
-        inits = [w]
+        inits = [w, flat]
     nodes += [helper.make_node("Neg", ["h"], [out_names[1]])]
     graph = helper.make_graph(
         nodes,
@@ -382,7 +392,7 @@ def test_hand_built_encoder_with_the_right_signature_loads(model):
         ({"in_shape": ("N", 1, 32, 32)}, ("[N, 1, 32, 32]", "expected [N, 1, 28, 28]")),
         ({"in_shape": (1, 1, 28, 28)}, ("fixed batch size 1",)),
         ({"in_shape": ("N", 784)}, ("rank 2",)),
-        ({"elem": TensorProto.DOUBLE}, ("tensor(double)",)),
+        ({"elem": TensorProto.DOUBLE}, ("element type 11 (double)", "not one export writes")),
         ({"out_rank3": True}, ("rank 3",)),
         ({"latent_dim": L + 2}, ("latent size",)),
         ({"meta": {}}, ("metadata_props lacks",)),
@@ -438,15 +448,29 @@ def test_graph_signature_and_metadata_are_checked(model, kwargs, words):
 
 
 def add_int8_variant(d: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Static QDQ int8 graphs, as `vae-export quantize` writes (calibrated on noise)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Noise(CalibrationDataReader):
+        def __init__(self, name: str, shape: tuple[int, ...]) -> None:
+            data = np.random.default_rng(0).random(shape, dtype=np.float32)
+            self.items = iter([{name: data}])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    inputs = {"encoder": ("x", (64, 1, 28, 28)), "decoder": ("z", (64, L))}
 
     m = read_manifest(d)
     for role in ("encoder", "decoder"):
         plain = onnx.load(d / f"{role}.onnx")
         del plain.graph.value_info[:]  # stale shape annotations trip the quantizer's inference
         onnx.save(plain, d / f"{role}.plain.tmp.onnx")
-        quantize_dynamic(
-            d / f"{role}.plain.tmp.onnx", d / f"{role}.int8.onnx", weight_type=QuantType.QInt8
+        quantize_static(
+            d / f"{role}.plain.tmp.onnx",
+            d / f"{role}.int8.onnx",
+            Noise(*inputs[role]),
+            quant_format=QuantFormat.QDQ,
         )
         (d / f"{role}.plain.tmp.onnx").unlink()
         data = (d / f"{role}.int8.onnx").read_bytes()

@@ -1,5 +1,6 @@
-"""The wheel, installed alone with its runtime dependencies in a fresh virtual environment:
-no torch, no onnx, and the same outputs as the in-repo runtime."""
+"""The wheel, installed alone in a fresh virtual environment: bare (`pip install vae-onnx`),
+every command says in one line which extra to install; with the `cpu` extra, no torch, no
+onnx, and the same outputs as the in-repo runtime."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from vae_runtime import VAE
 
 REPO = Path(__file__).resolve().parents[1]
+CONSTRAINTS = str(REPO / "constraints.txt")
 pytestmark = pytest.mark.slow
 
 
@@ -26,7 +28,8 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory) -> Path:
+def venv(tmp_path_factory) -> Path:
+    """A fresh virtual environment holding the wheel, installed bare (no extra)."""
     if not (REPO / "artifacts" / "mnist-conv-z20" / "manifest.json").is_file():
         pytest.fail("artifacts/mnist-conv-z20 is missing: the wheel ships it as the default model")
     root = tmp_path_factory.mktemp("wheel")
@@ -35,9 +38,95 @@ def wheel_venv(tmp_path_factory) -> Path:
     (wheel,) = (root / "dist").glob("vae_onnx-*.whl")
     venv = root / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
-    venv_pip = [str(venv / "bin" / "python"), "-m", "pip"]
-    run([*venv_pip, "install", "-q", "-c", str(REPO / "constraints.txt"), f"{wheel}[cpu]"])
+    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c", CONSTRAINTS, str(wheel)])
     return venv
+
+
+def _has_ort(venv: Path) -> bool:
+    code = "import importlib.util as u; print(u.find_spec('onnxruntime') is not None)"
+    return run([str(venv / "bin" / "python"), "-c", code]).stdout.strip() == "True"
+
+
+@pytest.fixture
+def bare_venv(venv: Path) -> Path:
+    """The wheel as `pip install vae-onnx` leaves it: no ONNX Runtime, no torch."""
+    if _has_ort(venv):
+        run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-q", "-y", "onnxruntime"])
+    return venv
+
+
+@pytest.fixture
+def wheel_venv(venv: Path) -> Path:
+    """The wheel with its `cpu` extra (`pip install 'vae-onnx[cpu]'`)."""
+    if not _has_ort(venv):
+        run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-c",
+                CONSTRAINTS,
+                "onnxruntime",
+            ]
+        )
+    return venv
+
+
+def refused(cmd: list[str], *words: str, **kw) -> str:
+    """``cmd`` exits 2 with one line on stderr holding ``words`` (no traceback)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert proc.returncode == 2, f"{cmd}: {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bare_install_says_which_extra_to_install(bare_venv: Path, tmp_path: Path) -> None:
+    bin_ = bare_venv / "bin"
+    for flag in ("--help", "--version"):
+        run([str(bin_ / "vae-run"), flag], cwd=tmp_path)
+    for command in (
+        ["info"],
+        ["generate", "--n", "2", "--out", str(tmp_path / "g.png")],
+        ["embed", str(REPO / "docs" / "figures"), "--out", str(tmp_path / "e.npy")],
+    ):
+        refused(
+            [str(bin_ / "vae-run"), *command],
+            "pip install 'vae-onnx[cpu]'",
+            "vae-onnx[gpu]",
+            cwd=tmp_path,
+        )
+    assert not list(tmp_path.iterdir())  # nothing written, nothing left
+    code = (
+        "import vae_runtime\n"
+        "try:\n"
+        "    vae_runtime.VAE()\n"
+        "except vae_runtime.VAEError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = run([str(bin_ / "python"), "-c", code], cwd=tmp_path).stdout
+    assert out.startswith("InputError ") and "pip install 'vae-onnx[cpu]'" in out, out
+
+
+def test_training_tools_without_torch_say_which_extra(bare_venv: Path, tmp_path: Path) -> None:
+    bin_ = bare_venv / "bin"
+    for cmd in (
+        ["vae-train", "--help"],
+        ["vae-train", "--out", "run"],
+        ["vae-export", "run", "--out", "m"],
+        ["vae-export", "quantize", "m"],
+    ):
+        refused(
+            [str(bin_ / cmd[0]), *cmd[1:]],
+            f"{cmd[0]} needs the 'train' extra",
+            "pip install 'vae-onnx[train]' 'torch==2.13.0'",
+            cwd=tmp_path,
+        )
+    run([str(bin_ / "vae-export"), "--help"], cwd=tmp_path)  # its help needs no torch
 
 
 def test_wheel_installs_without_torch_or_onnx(wheel_venv: Path) -> None:

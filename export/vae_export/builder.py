@@ -2,24 +2,23 @@
 each variant added later.
 
 A change is staged in a sibling folder (an empty one, or a copy of the directory being
-changed). Files are added there with their manifest entries, the manifest is written, the
-runtime loads the result back (the format's consumer checks the whole contract), and only
-then is the folder swapped into place. An exception anywhere leaves the target as it was,
-byte for byte, and no staging folder behind.
+changed; see vae_format.atomic_dir). Files are added there with their manifest entries,
+the manifest is written, the runtime loads the result back (the format's consumer checks
+the whole contract), and only then is the folder swapped into place. An exception
+anywhere leaves the target as it was, byte for byte, and no staging folder behind; a
+crash in the swap is recovered by the next export or load of that path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from vae_export.errors import ExportError, ValidationError
-from vae_format.atomic import current_umask
+from vae_format.atomic_dir import recover, staged_dir
 from vae_format.contract import MANIFEST_FILE
 from vae_format.manifest import FileEntry, Manifest
 from vae_runtime import VAE
@@ -114,10 +113,9 @@ def check_target(out_dir: Path) -> None:
 @contextlib.contextmanager
 def new_model_dir(out_dir: Path) -> Iterator[ModelDirBuilder]:
     """Build ``out_dir`` from nothing; it replaces an existing model directory there."""
+    recover(out_dir)  # an export that crashed mid-swap: finished before the target is judged
     check_target(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _staged(out_dir, copy=False) as root:
-        root.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; a model dir is shared
+    with staged_dir(out_dir) as root:
         builder = ModelDirBuilder(root)
         yield builder
         builder.finish()
@@ -126,38 +124,8 @@ def new_model_dir(out_dir: Path) -> Iterator[ModelDirBuilder]:
 @contextlib.contextmanager
 def changed_model_dir(model_dir: Path) -> Iterator[ModelDirBuilder]:
     """Change a copy of ``model_dir`` (e.g. add a variant); swapped in if the block succeeds."""
-    with _staged(model_dir, copy=True) as root:
+    recover(model_dir)
+    with staged_dir(model_dir, copy=True) as root:
         builder = ModelDirBuilder(root, Manifest.load(root))
         yield builder
         builder.finish()
-
-
-@contextlib.contextmanager
-def _staged(target: Path, copy: bool) -> Iterator[Path]:
-    """A folder beside ``target`` (empty, or a copy of it), swapped into place when the block
-    ends, removed if it raises."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        if copy:
-            tmp.rmdir()
-            shutil.copytree(target, tmp)
-        yield tmp
-        _swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    if not target.exists():
-        os.rename(tmp, target)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    backup.rmdir()
-    os.rename(target, backup)
-    try:
-        os.rename(tmp, target)
-    except OSError:
-        os.rename(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)

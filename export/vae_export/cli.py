@@ -23,6 +23,8 @@ from typing import Any
 from vae_export import parity
 from vae_export.errors import ExportError, ValidationError
 from vae_format.errors import VAEError
+from vae_format.extras import EXPORT_MODULES, missing_train_extra
+from vae_format.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 from vae_runtime.cli import Subcommand, int_list
 
 PROG = "vae-export"
@@ -413,14 +415,22 @@ def main(argv: list[str] | None = None) -> int:
     named = bool(argv) and argv[0] in {s.name for s in SUBCOMMANDS} | {"-h", "--help"}
     args = build_parser().parse_args(argv if named else [DEFAULT_SUBCOMMAND, *argv])
     args.command_line = shlex.join([PROG, *argv])  # recorded in the manifest
+    problem = missing_train_extra(PROG, EXPORT_MODULES)
+    if problem:  # a runtime-only install has the command but not torch/onnx
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
     try:
-        return int(args.run(args))
+        with sigterm_raises():  # cleaned up (staging folder removed) as for Ctrl-C
+            return int(args.run(args))
     except ValidationError as exc:
         print(f"{PROG}: validation failed, nothing written: {exc}", file=sys.stderr)
         return 1
     except (ExportError, VAEError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{PROG}: terminated; nothing written", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

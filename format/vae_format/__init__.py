@@ -5,9 +5,15 @@ and the torch-free runtime can all import it. Its modules:
 
 - ``contract``: format name and versions, the image, the graphs' tensors, metadata_props
 - ``manifest``: :class:`Manifest`, manifest.json read with every check, and written
-- ``verified``: reading a listed file only through its size and sha256
+- ``verified``: reading a listed file only through its type, size and sha256
+  (``regular_file``), and a graph held to the trust model (``graph_policy`` on
+  ``onnx_wire``, an ONNX protobuf reader); ``strict_json`` reads manifest.json
 - ``ood``: the manifest's out-of-distribution calibration section and its check
-- ``atomic``: crash-safe writes (temporary file, fsync, rename; the umask's mode)
+- ``atomic``: crash-safe file writes (temporary file, fsync, rename; the umask's or the
+  replaced file's mode; symlinks followed, devices written through; ``check_output``);
+  ``atomic_dir``: a directory staged and swapped in, a crashed swap recovered;
+  ``temp_names``: our temporary names and the sweep of stale ones
+- ``signals`` (SIGTERM as Ctrl-C in the CLIs), ``extras`` (which extras are installed)
 - ``idx`` / ``datasets``: the IDX reader; MNIST-style files found and md5-checked
 - ``grid``: image grids (round half up, as torchvision's save_image)
 - ``errors``: :class:`VAEError` and its format and data-file subclasses
@@ -27,7 +33,7 @@ from .contract import (
 )
 from .errors import DataFileError, ModelFormatError, VAEError
 from .manifest import FileEntry, Manifest, graph_entry, likelihood_section
-from .verified import read_verified, verify_files
+from .verified import read_graph, read_verified, verify_files
 
 __all__ = [
     "FORMAT",
@@ -45,6 +51,7 @@ __all__ = [
     "graph_entry",
     "graph_metadata",
     "likelihood_section",
+    "read_graph",
     "read_verified",
     "verify_files",
 ]

@@ -15,6 +15,10 @@ FORMAT = "vae-onnx-model"
 FORMAT_VERSION = 1  # what export writes
 SUPPORTED_VERSIONS = (1,)  # what a reader accepts
 MANIFEST_FILE = "manifest.json"
+# Size limits a reader checks before reading (export writes manifests of about 12 KB and
+# files of at most 3.4 MB; see vae_format.graph_policy for what a graph may hold).
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILE_BYTES = 256 << 20
 
 IMAGE_SHAPE = (1, 28, 28)
 IMAGE_DTYPE = "float32"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from . import strict_json
 from .atomic import write_bytes
 from .contract import (
     FILE_ROLES,
@@ -34,6 +35,8 @@ from .contract import (
     IMAGE_SHAPE,
     LIKELIHOODS,
     MANIFEST_FILE,
+    MAX_FILE_BYTES,
+    MAX_MANIFEST_BYTES,
     OPTIMIZATION_LEVELS,
     SESSION_KEYS,
     SUPPORTED_VERSIONS,
@@ -44,6 +47,7 @@ from .contract import (
 from .errors import ModelFormatError
 from .ood import SECTION as OOD_SECTION
 from .ood import check_ood_section
+from .regular_file import read_regular_file
 
 # The keys a reader requires, in the order a written manifest lists them.
 REQUIRED_KEYS = (
@@ -132,10 +136,12 @@ class Manifest:
         directory = Path(directory)
         where = directory / MANIFEST_FILE
         try:
-            raw = json.loads(where.read_bytes().decode("utf-8"))
+            raw = strict_json.loads(read_regular_file(where, MAX_MANIFEST_BYTES, at_most=True))
         except FileNotFoundError:
             raise _fail(where, "missing; not a model directory") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, StrictJSONError, ...
+            if isinstance(exc, ModelFormatError):
+                raise
             raise _fail(where, f"not readable JSON ({exc})") from None
         return cls.from_dict(raw, directory)
 
@@ -181,7 +187,7 @@ class Manifest:
         """role -> relative file of ``variant`` (None: the graphs listed under ``graphs``)."""
         if variant is None:
             return dict(self.graphs)
-        if variant not in self.variants:
+        if not isinstance(variant, str) or variant not in self.variants:
             known = ", ".join(sorted(self.variants)) or "none"
             raise ModelFormatError(f"{self.path}: no variant {variant!r} (variants: {known})")
         return dict(self.variants[variant])
@@ -249,7 +255,8 @@ class Manifest:
         return copy.deepcopy(dict(self.raw))
 
     def to_json(self) -> str:
-        return json.dumps(self.raw, indent=2) + "\n"
+        # allow_nan=False: NaN/Infinity are not JSON, and a reader refuses them
+        return json.dumps(self.raw, indent=2, allow_nan=False) + "\n"
 
     def write(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write manifest.json atomically into ``directory`` (default: its own)."""
@@ -392,6 +399,10 @@ def _check_files(listed: Mapping[str, Any], where: Path) -> dict[str, FileEntry]
             raise _fail(where, f"files[{rel!r}].sha256 must be 64 hex digits, got {sha!r}")
         if not _is_int(size) or size < 0:
             raise _fail(where, f"files[{rel!r}].bytes must be an integer >= 0, got {size!r}")
+        if size > MAX_FILE_BYTES:
+            raise _fail(
+                where, f"files[{rel!r}].bytes is {size}, more than the format's {MAX_FILE_BYTES}"
+            )
         if role not in FILE_ROLES:
             raise _fail(where, f"files[{rel!r}].role is {role!r}, expected one of {FILE_ROLES}")
         files[rel] = FileEntry(sha.lower(), size, role)

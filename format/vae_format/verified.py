@@ -2,19 +2,47 @@
 
 An engine is handed the bytes that were checked, never a path, so a file cannot change
 between the check and the load, and nothing the manifest did not verify is ever opened.
+A file is looked at (``stat``) before it is read: only a regular file of the listed size
+is opened, so a FIFO, a device or a huge sparse file costs nothing and never blocks.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ModelFormatError
+from .graph_policy import check_graph_bytes
 from .manifest import FileEntry, Manifest
+from .onnx_wire import Model
+from .regular_file import read_regular_file
+
+
+@dataclass(frozen=True)
+class VerifiedGraph:
+    """A graph's verified bytes, its external-data files' verified bytes (by manifest
+    path), and the model as the policy read it."""
+
+    path: Path
+    data: bytes
+    external: dict[str, bytes]
+    model: Model
+
+
+def read_graph(manifest: Manifest, role: str, variant: str | None = None) -> VerifiedGraph:
+    """The graph ``role`` of ``variant`` (None: the default graphs) and its external data,
+    every byte verified and the graph held to vae_format.graph_policy; what an engine gets."""
+    rel = manifest.graph_files(variant)[role]
+    external = {f: read_verified(manifest, f) for f in manifest.external_files(role, variant)}
+    data = read_verified(manifest, rel)
+    path = manifest.directory / rel
+    return VerifiedGraph(path, data, external, check_graph_bytes(data, external, path))
 
 
 def read_verified(manifest: Manifest, rel: str) -> bytes:
-    """The bytes of file ``rel`` once its location, size and sha256 are checked."""
+    """The bytes of file ``rel`` once its location, type, size and sha256 are checked."""
     entry = manifest.files[rel]
     path = manifest.directory / rel
     try:
@@ -26,11 +54,9 @@ def read_verified(manifest: Manifest, rel: str) -> bytes:
             f"{path}: resolves to {real}, outside the model directory (symlink?)"
         )
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, entry.bytes)
     except FileNotFoundError:
         raise ModelFormatError(f"{path}: missing (listed in manifest.json)") from None
-    except OSError as exc:
-        raise ModelFormatError(f"{path}: not readable ({exc.strerror or exc})") from None
     _check_bytes(data, entry, str(path))
     return data
 

@@ -12,7 +12,14 @@ this package costs numpy and vae_format (numpy and the standard library) only.
 
 from __future__ import annotations
 
-from .errors import InputError, ModelFormatError, ProviderError, ProviderWarning, VAEError
+from .errors import (
+    InputError,
+    ModelFormatError,
+    ProviderError,
+    ProviderWarning,
+    RunError,
+    VAEError,
+)
 from .model_dir import resolve_model_dir
 from .outputs import make_grid, save_grid, save_reconstruction_grid
 from .sampling import LOGVAR_MAX, LOGVAR_MIN
@@ -33,6 +40,7 @@ __all__ = [
     "Neighbours",
     "ProviderError",
     "ProviderWarning",
+    "RunError",
     "VAEError",
     "__version__",
     "cosine_similarity",

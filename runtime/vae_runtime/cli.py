@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vae_format.atomic import save_npy
+from vae_format.atomic import check_output, save_npy
+from vae_format.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 
 from . import __version__
 from .engines import DEFAULT_ENGINE, ENGINES
@@ -41,7 +42,7 @@ from .jobs import (
     score_schema,
 )
 from .names import display_name
-from .outputs import save_grid
+from .outputs import check_grid_name, save_grid
 from .ray_cli import ray_options, run_embed_on_ray, run_generate_on_ray
 from .records import ImageSource, ResultBatch, Schema
 from .reporting import notes, progress, report, source_facts
@@ -250,6 +251,16 @@ def model_line(vae: VAE) -> str:
     return f"model {vae.info['name']} ({vae.info['model_dir']}), {facts.get('backend')}"
 
 
+def check_outputs(grid: Path | None, *paths: Path | None) -> None:
+    """Refuse, before any work, a ``grid`` not named .png and an output that cannot be
+    written (an OSError naming it), for commands that write after computing."""
+    if grid is not None:
+        check_grid_name(grid)
+    for path in (grid, *paths):
+        if path is not None:
+            check_output(path)
+
+
 # ---- subcommands ----------------------------------------------------------------------------
 
 
@@ -442,6 +453,7 @@ def add_interpolate(p: argparse.ArgumentParser) -> None:
 def run_interpolate(args: argparse.Namespace) -> int:
     if args.out is None and args.npy is None:
         raise InputError("nothing to write: give --out strip.png and/or --npy images.npy")
+    check_outputs(args.out, args.npy)
     a = open_input(args, args.a).read()
     b = open_input(args, args.b).read()
     images = load_vae(args).interpolate(a, b, steps=args.steps)
@@ -972,7 +984,7 @@ def _show_warning(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), sigterm_raises():
         warnings.showwarning = _show_warning
         try:
             return int(args.run(args))
@@ -985,9 +997,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:  # e.g. an output folder we may not write to
             where = f"{exc.filename}: " if exc.filename else ""
             message = f"{where}{exc.strerror or exc}"
+        except MemoryError as exc:  # a result too large for this machine
+            message = f"out of memory ({exc or 'allocation failed'})"
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return 130
+        except Terminated:  # SIGTERM: cleaned up as for Ctrl-C
+            print(f"{PROG}: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
     print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
     return EXIT_USAGE
 

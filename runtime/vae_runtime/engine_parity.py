@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from vae_format import Manifest, read_verified
+from vae_format import Manifest
 
 from . import likelihood as lik
-from .engines import Engine, GraphRunner, create_engine
+from .engines import Engine, GraphRunner, create_engine, load_graph
 from .sampling import clamp_logvar, reparameterize
 
 F32_MAX_ABS = 1e-4
@@ -25,14 +25,8 @@ BF16_MAX_NELBO_CHANGE = 0.5
 
 def load_runners(engine: Engine, manifest: Manifest, variant: str | None = None
                  ) -> dict[str, GraphRunner]:  # fmt: skip
-    """role -> the engine's runner for the model's (variant's) verified graphs."""
-    files = manifest.graph_files(variant)
-    runners = {}
-    for role in ("encoder", "decoder"):
-        external = {f: read_verified(manifest, f) for f in manifest.external_files(role, variant)}
-        graph = read_verified(manifest, files[role])
-        runners[role] = engine.load(graph, external, manifest.directory / files[role])
-    return runners
+    """role -> the engine's runner for the model's (variant's) verified, policy-held graphs."""
+    return {role: load_graph(engine, manifest, role, variant) for role in ("encoder", "decoder")}
 
 
 def reference_runners(manifest: Manifest, threads: int = 1) -> dict[str, GraphRunner]:

@@ -17,6 +17,7 @@ __all__ = [
     "ModelFormatError",
     "ProviderError",
     "ProviderWarning",
+    "RunError",
     "VAEError",
 ]
 
@@ -27,6 +28,11 @@ class InputError(VAEError, ValueError):
 
 class ProviderError(VAEError, RuntimeError):
     """An engine or execution provider that was asked for but cannot be used."""
+
+
+class RunError(VAEError, RuntimeError):
+    """An engine failed while running a graph (e.g. it could not allocate a buffer); the
+    message names the graph file and the engine's own one-line reason."""
 
 
 class ProviderWarning(UserWarning):

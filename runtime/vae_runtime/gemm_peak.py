@@ -14,18 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_inline import encode_varint, len_field
+from vae_format.onnx_wire import len_field, varint_field
 
 N = 1024
 
 
-def _varint_field(number: int, value: int) -> bytes:
-    return encode_varint(number << 3) + encode_varint(value)
-
-
 def _value_info(name: str, n: int) -> bytes:
-    dims = b"".join(len_field(1, _varint_field(1, n)) for _ in range(2))  # Dimension.dim_value
-    tensor = _varint_field(1, 1) + len_field(2, dims)  # elem_type FLOAT, shape
+    dims = b"".join(len_field(1, varint_field(1, n)) for _ in range(2))  # Dimension.dim_value
+    tensor = varint_field(1, 1) + len_field(2, dims)  # elem_type FLOAT, shape
     return len_field(1, name.encode()) + len_field(2, len_field(1, tensor))
 
 
@@ -35,7 +31,7 @@ def matmul_model(n: int = N) -> bytes:
             + len_field(4, b"MatMul"))  # fmt: skip
     graph = (len_field(1, node) + len_field(2, b"gemm_peak") + len_field(11, _value_info("a", n))
              + len_field(11, _value_info("b", n)) + len_field(12, _value_info("c", n)))  # fmt: skip
-    return _varint_field(1, 8) + len_field(8, _varint_field(2, 13)) + len_field(7, graph)
+    return varint_field(1, 8) + len_field(8, varint_field(2, 13)) + len_field(7, graph)
 
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}

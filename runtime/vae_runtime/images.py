@@ -111,8 +111,6 @@ def image_to_array(image: PILImage.Image, invert: bool = False, where: str = "im
     they end up black either way). The image keeps its aspect ratio: it is resized to fit
     28x28 with Lanczos and centred, padding with background.
     """
-    from PIL import Image
-
     try:
         image.load()
         # Read now, applied after resizing: rotating the 28x28 result is cheaper.
@@ -121,12 +119,32 @@ def image_to_array(image: PILImage.Image, invert: bool = False, where: str = "im
         raise InputError(f"{where}: cannot decode image ({_reason(exc)})") from None
     if image.width < 1 or image.height < 1:
         raise InputError(f"{where}: image has no pixels ({image.width}x{image.height})")
-    mode = image.mode
-    scale = 255.0
-    if mode == "F":
+    if image.mode == "F":
         raise InputError(
             f"{where}: 32-bit float images (mode F) are not accepted; save as 8 or 16 bit"
         )
+    try:
+        pixels = _gray_pixels(image, orientation, invert)
+    except (ValueError, TypeError, KeyError, IndexError, OSError) as exc:
+        # Pillow's own refusals of odd mode/transparency pairs (LAB with transparency, ...)
+        info = " with transparency" if "transparency" in image.info else ""
+        raise InputError(
+            f"{where}: cannot convert image mode {image.mode}{info} ({_reason(exc)})"
+        ) from None
+    if invert:
+        pixels = 1.0 - pixels
+    out = np.zeros((SIDE, SIDE), np.float32)
+    top, left = (SIDE - pixels.shape[0]) // 2, (SIDE - pixels.shape[1]) // 2
+    out[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+    return out
+
+
+def _gray_pixels(image: PILImage.Image, orientation: int, invert: bool) -> np.ndarray:
+    """The image fitted into 28x28 as float32 gray levels in [0, 1] (not yet inverted)."""
+    from PIL import Image
+
+    mode = image.mode
+    scale = 255.0
     if mode in SIXTEEN_BIT_MODES:
         image, scale = image.convert("F"), 65535.0
     elif mode in ALPHA_MODES or "transparency" in image.info:
@@ -135,10 +153,7 @@ def image_to_array(image: PILImage.Image, invert: bool = False, where: str = "im
         try:
             image = image.convert("L")
         except ValueError:
-            try:
-                image = image.convert("RGB").convert("L")
-            except ValueError:
-                raise InputError(f"{where}: unsupported image mode {mode}") from None
+            image = image.convert("RGB").convert("L")
 
     target = _fit(image.size)
     if target != image.size:
@@ -155,10 +170,4 @@ def image_to_array(image: PILImage.Image, invert: bool = False, where: str = "im
         pixels = gray[..., 0] * alpha + background * (1.0 - alpha)
     else:
         pixels = np.asarray(image, dtype=np.float32)
-    pixels = np.clip(pixels / np.float32(scale), 0.0, 1.0, dtype=np.float32)
-    if invert:
-        pixels = 1.0 - pixels
-    out = np.zeros((SIDE, SIDE), np.float32)
-    top, left = (SIDE - pixels.shape[0]) // 2, (SIDE - pixels.shape[1]) // 2
-    out[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
-    return out
+    return np.clip(pixels / np.float32(scale), 0.0, 1.0, dtype=np.float32)

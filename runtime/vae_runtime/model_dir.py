@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vae_format.atomic_dir import recover
 from vae_format.contract import (
     DESCRIPTIVE_METADATA,
     MANIFEST_FILE,
@@ -78,6 +79,8 @@ def resolve_model_dir(path: str | os.PathLike[str] | None = None) -> Path:
         raise ModelFormatError(f"model path must be a str or os.PathLike, got {path!r}") from None
     if directory.name == MANIFEST_FILE and directory.is_file():
         directory = directory.parent
+    if not directory.exists():
+        recover(directory)  # an export's swap that a crash cut in half is finished first
     if not directory.is_dir():
         shipped = shipped_model(os.fspath(path))
         if shipped is not None:

@@ -11,11 +11,12 @@ import numpy as np
 from vae_format import grid
 from vae_format.atomic import save_npy
 
-from .arguments import checked_int
+from .arguments import check_fits, checked_int
 from .errors import InputError
 from .sources import Images, as_images
 
 __all__ = [
+    "check_grid_name",
     "make_grid",
     "reconstruction_rows",
     "save_grid",
@@ -32,17 +33,26 @@ def make_grid(images: Images, nrow: int = 8, pad: int = 2) -> np.ndarray:
     pad = checked_int(pad, "pad", minimum=0)
     if len(x) == 0:
         raise InputError("no images to put in a grid")
+    cols = min(nrow, len(x))
+    rows = -(-len(x) // cols)
+    check_fits((rows * (28 + pad) + pad) * (cols * (28 + pad) + pad), 1, "the grid")
     return grid.make_grid(x, nrow, pad)
 
 
 def save_grid(images: Images, path: str | os.PathLike[str], nrow: int = 8, pad: int = 2) -> Path:
     """Write the images as one grayscale PNG grid, atomically; returns the path."""
+    path = check_grid_name(path)
+    return grid.save_png(make_grid(images, nrow, pad), path)
+
+
+def check_grid_name(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, if it names a PNG file (not a directory)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise InputError(f"{path}: grids are written as PNG; give a .png file name")
     if path.is_dir():
         raise InputError(f"{path}: is a directory")
-    return grid.save_png(make_grid(images, nrow, pad), path)
+    return path
 
 
 def reconstruction_rows(

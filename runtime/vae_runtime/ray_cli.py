@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from vae_format.atomic import check_output_folder
+from vae_format.atomic_dir import staged_dir
 
 from .distributed import (
     IO_CPUS,
@@ -153,18 +154,19 @@ def output_folder(args: argparse.Namespace) -> Path:
         raise InputError(f"{display_name(out)}: exists; --ray writes a new folder")
     if not out.parent.is_dir():
         raise InputError(f"{display_name(out.parent)}: no such folder")
+    check_output_folder(out, staged=True)  # before Ray starts, not after the job
     return out
 
 
 def write_folder(ds: Any, out: Path) -> dict[str, int]:
-    """Write ``ds`` as Parquet files into a staging folder beside ``out`` and rename it into
-    place; returns the rows and files written (and the skipped rows)."""
+    """Write ``ds`` as Parquet files into a staging folder beside ``out`` and swap it into
+    place (vae_format.atomic_dir: a killed job's staging folder is swept by the next one);
+    returns the rows and files written (and the skipped rows)."""
     import pyarrow.parquet as pq
 
-    staging = out.with_name(f".{out.name}.ray-{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with staged_dir(out) as staging:
         ds.write_parquet(str(staging), ray_remote_args={"num_cpus": IO_CPUS}, compression="zstd")
-        files = sorted(staging.glob("*.parquet"))
+        files = sorted(staging.glob("*.parquet"))  # Ray writes no file for no rows
         rows = skipped = 0
         for f in files:
             meta = pq.ParquetFile(f)
@@ -172,13 +174,6 @@ def write_folder(ds: Any, out: Path) -> dict[str, int]:
             if "status" in meta.schema_arrow.names:
                 status = meta.read(columns=["status"]).column("status").to_pylist()
                 skipped += sum(s != "ok" for s in status)
-        if not files:  # Ray writes no file for no rows
-            staging.mkdir(exist_ok=True)
-        if out.exists():
-            out.rmdir()  # empty, checked before the work
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return {"rows": rows, "files": len(files), "skipped": skipped}
 
 

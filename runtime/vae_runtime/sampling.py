@@ -46,14 +46,26 @@ def reparameterize(mu: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> np.nd
     std = np.exp(np.float32(0.5) * clamp_logvar(logvar), dtype=np.float32)
     if eps.ndim == 3:
         mu, std = mu[:, None, :], std[:, None, :]
-    return (mu + std * eps).astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # refused just below
+        z = (mu + std * eps).astype(np.float32, copy=False)
+    if not np.isfinite(z).all():
+        raise InputError("z = mu + std * eps overflows float32: mu or eps is too large")
+    return z
+
+
+def eps_array(eps: Any) -> np.ndarray:
+    """``eps`` as a numeric array (its shape is checked by :func:`check_eps`)."""
+    try:
+        array = np.asarray(eps)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a ragged nested list
+        raise InputError(f"cannot make a numeric array of eps ({exc})") from None
+    if array.dtype.kind not in "fiu":
+        raise InputError(f"eps: dtype {array.dtype} is not a real number type")
+    return array
 
 
 def check_eps(eps: Any, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        array = np.asarray(eps)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"cannot make a numeric array of eps ({exc})") from None
+    array = eps_array(eps)
     if array.dtype.kind not in "fiu":
         raise InputError(f"eps: dtype {array.dtype} is not a real number type")
     if array.shape != shape:

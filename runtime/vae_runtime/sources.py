@@ -172,7 +172,7 @@ def _npy(path: Path, invert: bool) -> ImageSource:
     where = display_name(path)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, OverflowError) as exc:  # Overflow: negative dims
         raise InputError(f"{where}: not a readable .npy array ({exc})") from None
     # Check shape and dtype now, so a bad file fails before any work is done.
     problem = shape_problem(array.shape)

@@ -9,6 +9,7 @@ of threads.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,18 +19,17 @@ import numpy as np
 
 from vae_format.contract import GRAPH_ROLES, contract
 from vae_format.manifest import Manifest
-from vae_format.verified import read_verified
 
 from . import likelihood as lik
 from . import ood
-from .arguments import checked_int
+from .arguments import check_fits, checked_int
 from .arrays import as_latents, check_latents
-from .engines import DEFAULT_ENGINE, Engine, GraphRunner, create_engine
+from .engines import DEFAULT_ENGINE, Engine, GraphRunner, create_engine, load_graph
 from .errors import InputError
 from .generation import prior_latents, spans
 from .model_dir import check_graph, resolve_model_dir
 from .outputs import save_grid
-from .sampling import check_eps, clamp_logvar, make_rng, reparameterize
+from .sampling import check_eps, clamp_logvar, eps_array, make_rng, reparameterize
 from .similarity import Neighbours, similar
 from .sources import Images, Paths, as_images, is_paths, open_images
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BATCH_SIZE = 256
 AUTO = "auto"  # backend="auto": chosen per graph by a measured probe (auto.py)
+IMAGE_BYTES = 4 * 28 * 28  # one float32 image
 ENCODER_OUTPUTS = ["mu", "logvar"]
 DECODER_OUTPUTS = ["x_hat"]
 # Keywords of VAE() that are options of the onnxruntime engine, with their defaults.
@@ -101,6 +102,8 @@ class VAE:
         spinning: bool = False,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
+        if variant is not None and not isinstance(variant, str):
+            raise InputError(f"variant must be a name (str) or None, got {variant!r}")
         directory = resolve_model_dir(path)
         self._manifest = Manifest.load(directory)
         self._variant = variant
@@ -116,6 +119,8 @@ class VAE:
         options = {k: v for k, v in ort_keywords.items() if v != ORT_KEYWORDS[k]}
         if threads is not None:
             options["threads"] = threads
+        if engine_options is not None and not isinstance(engine_options, Mapping):
+            raise InputError(f"engine_options must be a mapping, got {engine_options!r}")
         if backend == AUTO:  # a probe picks engines, graphs and precision per graph
             from .auto import AutoEngine, plan
 
@@ -139,16 +144,11 @@ class VAE:
         }
 
     def _load(self, engine: Engine, role: str, variant: str | None) -> GraphRunner:
-        """``variant``'s graph of ``role`` loaded by ``engine`` from verified bytes (its
-        external data too), checked against the contract."""
-        manifest = self._manifest
-        rel = manifest.graph_files(variant)[role]
-        graph = read_verified(manifest, rel)
-        shared = manifest.external_files(role, variant)
-        external = {f: read_verified(manifest, f) for f in shared}
-        where = manifest.directory / rel
-        runner = engine.load(graph, external, where)
-        check_graph(runner, contract(role, manifest.latent_dim), manifest, where)
+        """``variant``'s graph of ``role`` loaded by ``engine`` through load_graph (verified
+        bytes held to the format's graph policy), then checked against the contract."""
+        runner = load_graph(engine, self._manifest, role, variant)
+        where = self._manifest.directory / self._manifest.graph_files(variant)[role]
+        check_graph(runner, contract(role, self.latent_dim), self._manifest, where)
         return runner
 
     # ---- facts ---------------------------------------------------------------------------
@@ -216,6 +216,8 @@ class VAE:
         per call."""
         if 0 < len(data) <= batch:  # the common case, kept short: it is the per-call overhead
             return runner.run(names, {feed: data})
+        row = sum(4 * int(np.prod(self._row_shapes[n])) for n in names)
+        check_fits(len(data), row, f"the results for {len(data)} inputs")
         outs = [np.empty((len(data), *self._row_shapes[n]), np.float32) for n in names]
         for start in range(0, len(data), batch):
             parts = runner.run(names, {feed: data[start : start + batch]})
@@ -270,6 +272,11 @@ class VAE:
         are split, so memory stays at one chunk (e.g. ``vae.embed_iter(open_images(p).batches())``).
         """
         bs = self._batch(batch_size)
+        if isinstance(batches, (str, bytes, os.PathLike)) or not hasattr(batches, "__iter__"):
+            raise InputError(
+                f"embed_iter takes an iterable of image batches, got {type(batches).__name__}; "
+                "for a path use vae.embed_iter(open_images(path).batches())"
+            )
         for item in batches:
             x = as_images(item, invert)
             for start in range(0, len(x), bs):
@@ -317,7 +324,13 @@ class VAE:
     def decode(self, z: ArrayLike, *, batch_size: int | None = None) -> np.ndarray:
         """Bernoulli means / Gaussian means of p(x|z), float32 (N, 1, 28, 28) in [0, 1]."""
         z = as_latents(z, self.latent_dim)
-        return self._run(self._decoder, DECODER_OUTPUTS, "z", z, self._batch(batch_size))[0]
+        x = self._run(self._decoder, DECODER_OUTPUTS, "z", z, self._batch(batch_size))[0]
+        if x.size and not (x.min() >= 0 and x.max() <= 1):  # NaN fails both comparisons
+            raise InputError(
+                f"latents up to |z| = {np.abs(z).max():.3g} overflow this decoder (variant "
+                f"{self._variant or 'default'}): its output left [0, 1]; use smaller latents"
+            )
+        return x
 
     # ---- sampling ------------------------------------------------------------------------
 
@@ -342,15 +355,18 @@ class VAE:
         if mu.shape != logvar.shape:
             raise InputError(f"mu {mu.shape} and logvar {logvar.shape} differ in shape")
         shape: tuple[int, ...] = mu.shape
+        given = None if eps is None else eps_array(eps)
         if n is not None:
             shape = (len(mu), checked_int(n, "n"), self.latent_dim)
-        elif eps is not None and np.ndim(eps) == 3:
-            shape = (len(mu), int(np.shape(eps)[1]), self.latent_dim)
-        if eps is not None:
+        elif given is not None and given.ndim == 3:
+            shape = (len(mu), given.shape[1], self.latent_dim)
+        if given is not None:
             if seed is not None or rng is not None:
                 raise InputError("pass eps or seed/rng, not both")
-            noise = check_eps(eps, shape)
+            noise = check_eps(given, shape)
         else:
+            # the noise and the result; a zero dimension does not make numpy accept the others
+            check_fits(math.prod(max(d, 1) for d in shape), 8, f"sample(n={n})")
             noise = make_rng(seed, rng).standard_normal(shape, dtype=np.float32)
         return reparameterize(mu, logvar, noise)
 
@@ -369,6 +385,8 @@ class VAE:
         shard-stable rule of :mod:`vae_runtime.generation` (the same images whatever the
         split into calls). With ``rng``: the next n draws of that generator.
         """
+        n = checked_int(n, "n")
+        check_fits(n, IMAGE_BYTES + 4 * self.latent_dim, f"generate({n})")
         z = self._prior(n, seed, rng, start)
         return self.decode(z, batch_size=batch_size)
 
@@ -417,6 +435,7 @@ class VAE:
         """Decode ``steps`` evenly spaced points from mu(a) to mu(b), both ends included;
         a and b are one image each. Returns (steps, 1, 28, 28)."""
         steps = checked_int(steps, "steps", minimum=2)
+        check_fits(steps, IMAGE_BYTES + 4 * self.latent_dim, f"interpolate(steps={steps})")
         pair = []
         for name, image in (("a", a), ("b", b)):
             x = as_images(image, invert)
@@ -449,6 +468,7 @@ class VAE:
         are read in batches (memory: one batch and the scores).
         """
         k = checked_int(k, "k")
+        check_fits(k, IMAGE_BYTES + 8 * self.latent_dim, f"score(k={k}) for one image")
         # Rows sent to the decoder per chunk stay at batch_size however large k is.
         per_chunk = max(1, self._batch(batch_size) // k)
         if is_paths(images):
@@ -465,10 +485,11 @@ class VAE:
                 raise InputError("pass eps or seed/rng, not both")
             if n < 0:
                 raise InputError("eps needs an input whose length is known in advance")
+            given = eps_array(eps)
             eps_shape = (
-                (n, self.latent_dim) if k == 1 and np.ndim(eps) == 2 else (n, k, self.latent_dim)
+                (n, self.latent_dim) if k == 1 and given.ndim == 2 else (n, k, self.latent_dim)
             )
-            noise = check_eps(eps, eps_shape).reshape(n, k, self.latent_dim)
+            noise = check_eps(given, eps_shape).reshape(n, k, self.latent_dim)
         else:
             draw = make_rng(seed, rng)
         parts, done = [], 0

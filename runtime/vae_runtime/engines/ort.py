@@ -27,12 +27,15 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from vae_format.contract import OPTIMIZATION_LEVELS as LEVEL_NAMES
 from vae_format.contract import dtype_of_onnx_type
 
-from ..errors import InputError, ModelFormatError, ProviderError, ProviderWarning
+from ..errors import InputError, ModelFormatError, ProviderError, ProviderWarning, RunError
 from .base import TensorInfo
+
+ort.set_default_logger_severity(3)  # the environment's own log: errors only (we warn instead)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -44,6 +47,13 @@ ORT_DISTRIBUTIONS = (
     "onnxruntime-directml",
     "onnxruntime-openvino",
     "onnxruntime-qnn",
+)
+# What a session's run raises when ONNX Runtime fails inside (allocation, a kernel error):
+# its own pybind exception types (Fail, RuntimeException, ...), and MemoryError.
+ORT_ERRORS = (
+    MemoryError,
+    RuntimeError,
+    *(e for e in vars(_ort_state).values() if isinstance(e, type) and issubclass(e, Exception)),
 )
 OPTIMIZATION_LEVELS = dict(  # the format's level names (weakest first) -> ORT's
     zip(
@@ -60,6 +70,7 @@ OPTIMIZATION_LEVELS = dict(  # the format's level names (weakest first) -> ORT's
 DEFAULT_OPTIMIZATION = "all"
 ROWS_PER_RUN = 128  # measured best of 64/128/256/whole batch on AVX-512 (see the docstring)
 
+MAX_THREADS = 4096  # ORT takes a C int; more threads than any machine has cores is a mistake
 OPTIONS = ("providers", "fallback", "threads", "optimization", "spinning", "rows_per_run")
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
@@ -85,7 +96,7 @@ def optimization_for(asked: str | None, session: Mapping[str, str]) -> str:
     variant's recommended one, else DEFAULT_OPTIMIZATION; one below the variant's minimum is
     refused rather than raised, since the caller named it."""
     level = asked if asked is not None else session.get("optimization", DEFAULT_OPTIMIZATION)
-    if level not in OPTIMIZATION_LEVELS:
+    if not isinstance(level, str) or level not in OPTIMIZATION_LEVELS:  # a list is unhashable
         raise InputError(
             f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {level!r}"
         )
@@ -132,7 +143,7 @@ class OrtEngine:
                 names, [external[n] for n in names], [len(external[n]) for n in names]
             )
         session = create_session(graph, where, self.providers, options)
-        return OrtRunner(session, self.rows_per_run)
+        return OrtRunner(session, where, self.rows_per_run)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -149,8 +160,11 @@ class OrtRunner:
     """One InferenceSession (its ``run`` is thread-safe); batches above ``rows_per_run``
     rows run in chunks of that many (0: never split)."""
 
-    def __init__(self, session: ort.InferenceSession, rows_per_run: int = ROWS_PER_RUN) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, where: Path, rows_per_run: int = ROWS_PER_RUN
+    ) -> None:
         self.session = session
+        self.where = where
         self._session_run = session.run
         self.rows_per_run = rows_per_run
         self.inputs = tuple(_tensor_info(arg) for arg in session.get_inputs())
@@ -160,18 +174,28 @@ class OrtRunner:
     def run(
         self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
     ) -> list[np.ndarray]:
-        rows = self.rows_per_run
-        if not rows or len(next(iter(feeds.values()))) <= rows:  # the hot path: one call
-            return self._session_run(output_names, feeds)  # type: ignore[arg-type]
-        n = len(next(iter(feeds.values())))
-        parts = [
-            self._session_run(output_names, {k: v[i : i + rows] for k, v in feeds.items()})
-            for i in range(0, n, rows)
-        ]
-        return [np.concatenate(chunks) for chunks in zip(*parts, strict=True)]
+        try:
+            rows = self.rows_per_run
+            if not rows or len(next(iter(feeds.values()))) <= rows:  # the hot path: one call
+                return self._session_run(output_names, feeds)  # type: ignore[arg-type]
+            n = len(next(iter(feeds.values())))
+            parts = [
+                self._session_run(output_names, {k: v[i : i + rows] for k, v in feeds.items()})
+                for i in range(0, n, rows)
+            ]
+            return [np.concatenate(chunks) for chunks in zip(*parts, strict=True)]
+        except ORT_ERRORS as exc:  # e.g. a buffer it cannot allocate: one line, no traceback
+            raise RunError(
+                f"{self.where}: ONNX Runtime failed to run it ({_first_line(exc)})"
+            ) from None
 
     def describe(self) -> dict[str, Any]:
         return {"providers": list(self.session.get_providers())}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _tensor_info(arg: Any) -> TensorInfo:
@@ -305,16 +329,24 @@ def session_options(
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise InputError(f"threads must be an integer >= 0 (0 = ORT default), got {threads!r}")
+        if (
+            isinstance(threads, bool)
+            or not isinstance(threads, int)
+            or not 0 <= threads <= MAX_THREADS
+        ):
+            raise InputError(
+                f"threads must be an integer from 0 (ORT default) to {MAX_THREADS}, got {threads!r}"
+            )
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1  # the graphs are sequential; no second pool needed
-    if optimization not in OPTIMIZATION_LEVELS:
+    if not isinstance(optimization, str) or optimization not in OPTIMIZATION_LEVELS:
         raise InputError(
             f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {optimization!r}"
         )
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
-    options.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; we warn instead
+    # ORT's own log goes to stderr unformatted (in colour); its errors reach the caller as our
+    # one-line ModelFormatError/RunError, so only fatal ones are logged.
+    options.log_severity_level = 4
     return options
 
 
@@ -325,8 +357,9 @@ def create_session(
     try:
         session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFormatError(f"{path}: ONNX Runtime cannot load it ({reason})") from None
+        raise ModelFormatError(
+            f"{path}: ONNX Runtime cannot load it ({_first_line(exc)})"
+        ) from None
     wanted = [_name(p) for p in providers if _name(p) != CPU]
     active = session.get_providers()
     lost = [name for name in wanted if name not in active]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vae_format import grid
-from vae_format.atomic import atomic_path, fsync_dir, write_bytes
+from vae_format.atomic import atomic_path, check_output, check_output_folder, fsync_dir, write_bytes
 
 from ..errors import InputError
 from ..names import display_name
@@ -40,6 +40,7 @@ class GridWriter:
             raise InputError("a PNG grid cannot be written to standard output; give a file")
         if Path(path).is_dir():
             raise InputError(f"{display_name(path)}: is a directory")
+        check_output(path)  # written only at the end: checked now, before the work
         self.path, self.schema, self.nrow, self.limit = path, schema, nrow, limit
         self.name = display_name(path)
         self.rows = 0  # images seen
@@ -78,6 +79,7 @@ class PngDirWriter:
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{display_name(folder)}: exists and is not a folder")
+        check_output_folder(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.schema, self.next = folder, schema, first
         self.name = display_name(folder)

@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from . import preprocess_spec
 from .errors import InputError
 from .resample import resize
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-Invert = "bool | Literal['auto']"
-LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L") and the web's canvas
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, as Pillow's convert("L")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal
 OTSU_BINS = 256
 
@@ -432,11 +430,3 @@ def finish(x: np.ndarray, stretch: str, levels: int | None) -> np.ndarray:
     if levels:
         x = np.floor(x * levels + 0.5) / levels
     return x.astype(np.float32)
-
-
-def check_spec(spec: Any) -> dict[str, Any] | None:
-    """The spec validated (None for "none"); a bad one is an InputError."""
-    try:
-        return preprocess_spec.validate(spec)
-    except preprocess_spec.SpecError as exc:
-        raise InputError(str(exc)) from None

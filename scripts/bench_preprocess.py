@@ -28,11 +28,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from scans import KINDS, scans  # noqa: E402
 
+from vae_format.preprocess_spec import builtin  # noqa: E402
 from vae_runtime import VAE, open_images  # noqa: E402
 from vae_runtime.evaluate import knn_accuracy, load_split  # noqa: E402
-from vae_runtime.inputs import as_images  # noqa: E402
 from vae_runtime.preprocess import decode, prepare  # noqa: E402
-from vae_runtime.preprocess_spec import builtin  # noqa: E402
+from vae_runtime.sources import as_images  # noqa: E402
 
 
 def prepared(files: list[bytes], spec: dict, invert="auto") -> tuple[np.ndarray, int]:

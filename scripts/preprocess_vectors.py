@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from scans import KINDS, scans  # noqa: E402
 
+from vae_format.preprocess_spec import builtin  # noqa: E402
 from vae_runtime.evaluate import load_split  # noqa: E402
 from vae_runtime.preprocess import decode, prepare  # noqa: E402
-from vae_runtime.preprocess_spec import builtin  # noqa: E402
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vae_format.preprocess_spec import BUILTIN, SpecError, builtin, validate
 from vae_runtime.errors import InputError
 from vae_runtime.preprocess import (
     composite,
@@ -22,7 +23,6 @@ from vae_runtime.preprocess import (
     quantile,
     ring,
 )
-from vae_runtime.preprocess_spec import BUILTIN, SpecError, builtin, validate
 from vae_runtime.resample import area, linear, resize
 
 RNG = np.random.default_rng(7)

@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 from scans import KINDS, scans
 
+from vae_format.preprocess_spec import builtin
 from vae_runtime import VAE, open_images
 from vae_runtime.evaluate import find_split_file, knn_accuracy, load_split
-from vae_runtime.inputs import as_images
 from vae_runtime.preprocess import decode, grey_alpha, passthrough_batch, prepare
-from vae_runtime.preprocess_spec import builtin
+from vae_runtime.sources import as_images
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {"mnist": "mnist-conv-z20", "fashion-mnist": "fashion-mnist-conv-z20"}

@@ -39,7 +39,7 @@ def image_schema(keys: tuple[str, ...], dtype: Any, status: bool) -> Schema:
 def _encoded(vae: VAE, images: np.ndarray, outputs: int) -> list[np.ndarray]:
     if not len(images):
         return [np.zeros((0, vae.latent_dim), np.float32)] * outputs
-    mu, logvar = vae.encode(images, batch_size=len(images))
+    mu, logvar = vae.encode(images, preprocess="none", batch_size=len(images))
     return [mu, logvar][:outputs]
 
 
@@ -62,14 +62,20 @@ def score_results(
     batch, so the scores equal ``vae.score(all images, k=k, seed=seed)``."""
     rng = np.random.default_rng(seed)
     for batch in source.rows(batch_size):
-        scores = vae.score(batch.images, k=k, rng=rng) if len(batch.images) else np.zeros(0)
+        scores = (
+            vae.score(batch.images, k=k, rng=rng, preprocess="none")
+            if len(batch.images)
+            else np.zeros(0)
+        )
         yield ResultBatch.of(batch, {"score": scores}, source.id_name)
 
 
 def ood_results(vae: VAE, source: ImageSource, batch_size: int) -> Iterator[ResultBatch]:
     """The out-of-distribution score (docs/ood.md) of every row, as ``ood_score``."""
     for batch in source.rows(batch_size):
-        scores = vae.ood_score(batch.images) if len(batch.images) else np.zeros(0)
+        scores = (
+            vae.ood_score(batch.images, preprocess="none") if len(batch.images) else np.zeros(0)
+        )
         yield ResultBatch.of(batch, {"ood_score": scores}, source.id_name)
 
 
@@ -84,7 +90,9 @@ def reconstruct_results(
             break
         if limit is not None and done + len(batch) > limit:
             batch = _head(batch, limit - done)
-        recon = vae.reconstruct(batch.images) if len(batch.images) else batch.images
+        recon = (
+            vae.reconstruct(batch.images, preprocess="none") if len(batch.images) else batch.images
+        )
         done += len(batch)
         values = {"image": recon, "original": batch.images}
         yield ResultBatch.of(batch, values, source.id_name)

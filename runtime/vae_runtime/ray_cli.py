@@ -212,7 +212,8 @@ def run_embed_on_ray(args: argparse.Namespace) -> int:
             variant=args.variant,
             backend=args.backend,
             pool=pool,
-            invert=args.invert,
+            invert={"auto": "auto", "yes": True, "no": False}[args.invert],
+            preprocess=args.preprocess,
             skip_bad=args.skip_bad,
             logvar=args.logvar,
         )

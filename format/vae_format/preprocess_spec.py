@@ -5,7 +5,8 @@ sequence of steps and their parameters; docs/preprocessing.md defines every step
 so that any runtime (Python here, JavaScript in web/) computes the same input. The string
 ``"none"`` means today's behaviour (the whole image resized into 28x28, no decisions).
 
-Pure standard library on purpose: this module moves into the shared format package.
+Pure standard library: export writes a spec and every runtime checks it on load, so it
+lives in the shared format package (docs/model-format.md, format version 2).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+SECTION = "preprocess"  # the manifest key (format version 2 on)
 SPEC_VERSION = 1
 NONE = "none"
 

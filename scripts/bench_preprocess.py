@@ -6,14 +6,14 @@
 Accuracy: 5-NN label accuracy of the embeddings (mnist-conv-z20, mu) of scans of MNIST test
 digits against the MNIST training embeddings, per scan kind, for: the original 28x28 digits,
 today's behaviour (whole image resized, preprocess "none") without and with invert, and the
-MNIST spec with invert="auto". Speed: files per second reading a folder of PNGs, today's
-loader against decode + prepare, alternated, median of repeats.
+MNIST spec with invert="auto" (all through VAE.prepare on the encoded files). Speed: files
+per second reading a folder of PNGs with open_images, without and with the spec,
+alternated, median of repeats.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import tempfile
@@ -31,22 +31,17 @@ from scans import KINDS, scans  # noqa: E402
 from vae_format.preprocess_spec import builtin  # noqa: E402
 from vae_runtime import VAE, open_images  # noqa: E402
 from vae_runtime.evaluate import knn_accuracy, load_split  # noqa: E402
-from vae_runtime.preprocess import decode, prepare  # noqa: E402
-from vae_runtime.sources import as_images  # noqa: E402
+from vae_runtime.reading import Reading  # noqa: E402
 
 
-def prepared(files: list[bytes], spec: dict, invert="auto") -> tuple[np.ndarray, int]:
-    out, inverted = [], 0
-    for data in files:
-        with Image.open(io.BytesIO(data)) as image:
-            p = prepare(*decode(image), spec, invert)
-        out.append(p.image)
-        inverted += p.inverted
-    return np.stack(out), inverted
+def prepared(vae: VAE, files: list[bytes], spec: dict) -> tuple[np.ndarray, int]:
+    """The API's reading of encoded files (bytes) with the spec, invert="auto"."""
+    x, infos = vae.prepare(files, preprocess=spec)
+    return x, sum(i["inverted"] for i in infos)
 
 
-def today(files: list[bytes], invert: bool) -> np.ndarray:
-    return np.concatenate([as_images(Image.open(io.BytesIO(d)), invert) for d in files])
+def today(vae: VAE, files: list[bytes], invert: bool) -> np.ndarray:
+    return vae.prepare(files, preprocess="none", invert=invert)[0]
 
 
 def accuracy_table(args: argparse.Namespace) -> None:
@@ -59,7 +54,8 @@ def accuracy_table(args: argparse.Namespace) -> None:
     spec = builtin(args.dataset)
 
     def acc(images: np.ndarray) -> float:
-        return 100.0 * knn_accuracy(index, train_y, vae.embed(images), labels, k=5)
+        z = vae.embed(images, preprocess="none")  # model inputs already
+        return 100.0 * knn_accuracy(index, train_y, z, labels, k=5)
 
     print(
         f"5-NN accuracy (%), {args.n} test digits, {args.model}, index = {len(train_x)} "
@@ -70,22 +66,18 @@ def accuracy_table(args: argparse.Namespace) -> None:
     base = acc(digits)
     for kind in KINDS:
         files = scans(digits, kind, seed=args.seed)
-        x, inverted = prepared(files, spec)
-        row = [base, acc(today(files, False)), acc(today(files, True)), acc(x)]
+        x, inverted = prepared(vae, files, spec)
+        row = [base, acc(today(vae, files, False)), acc(today(vae, files, True)), acc(x)]
         cells = " | ".join(f"{v:.1f}" for v in row)
         print(f"| {kind.name} | {cells} | {inverted}/{len(files)} |", flush=True)
 
 
 def read_today(folder: Path) -> np.ndarray:
-    return open_images(folder).read()
+    return open_images(folder).read()  # no spec: the whole image fitted into 28x28
 
 
 def read_prepared(folder: Path, spec: dict) -> np.ndarray:
-    out = []
-    for path in sorted(folder.iterdir()):
-        with Image.open(path) as image:
-            out.append(prepare(*decode(image, spec["reduce"]["max_side"]), spec).image)
-    return np.stack(out)[:, None]
+    return open_images(folder, reading=Reading(spec, "auto")).read()
 
 
 def speed(args: argparse.Namespace) -> None:

@@ -66,7 +66,24 @@ def test_idx_file_and_embeddings_are_todays(test_split, data_dir):
     batch = passthrough_batch(images / np.float32(255), spec)[0]
     assert np.array_equal(bits(batch[:, None]), bits(today))
     vae = VAE(REPO / "artifacts" / MODELS[dataset], threads=2)
-    assert np.array_equal(vae.embed(batch[:, None]), vae.embed(today))
+    embedding = vae.embed(today, preprocess="none")
+    # Through the API with the dataset's spec: the IDX path, the uint8 array, Keras layout.
+    source = vae.open_images(idx, preprocess=spec)
+    assert np.array_equal(bits(source.read()), bits(today))
+    assert (source.reading.images, source.reading.inverted, source.reading.flagged) == (
+        len(images),
+        0,
+        0,
+    )
+    for form in (idx, images, images[..., None]):
+        assert np.array_equal(vae.embed(form, preprocess=spec), embedding)
+
+
+def test_the_shipped_models_declare_their_datasets_procedure():
+    for name in ("mnist-conv-z20", "mnist-mlp-z20", "mnist-conv-z2", "fashion-mnist-conv-z20"):
+        vae = VAE(REPO / "artifacts" / name, threads=1)
+        dataset = vae.info["dataset"]["name"]
+        assert vae.info["format_version"] == 2 and vae.preprocess == builtin(dataset), name
 
 
 @pytest.mark.slow
@@ -82,6 +99,13 @@ def test_png_files_pass_through_bit_identically(test_split, tmp_path):
             prepared.append(prepare(*decode(image, spec["reduce"]["max_side"]), spec))
     assert np.array_equal(bits(np.stack([p.image for p in prepared])), bits(today))
     assert not any(p.inverted or p.flags for p in prepared)
+    vae = VAE(REPO / "artifacts" / MODELS[dataset], threads=2)
+    source = vae.open_images(tmp_path, preprocess=spec)
+    assert np.array_equal(bits(source.read()[:, 0]), bits(today))
+    assert source.reading.inverted == 0 and source.reading.flagged == 0
+    assert np.array_equal(
+        vae.embed(tmp_path, preprocess=spec), vae.embed(today[:, None], preprocess="none")
+    )
 
 
 def test_inverted_dataset_images_are_recognised(test_split):
@@ -111,22 +135,25 @@ def mnist_knn(data_dir):
     pick = np.random.default_rng(0).permutation(len(test))[:SCAN_DIGITS]
 
     def accuracy(images: np.ndarray) -> float:
-        z = vae.embed(images)
+        z = vae.embed(images, preprocess="none")  # model inputs already
         return 100.0 * knn_accuracy(index, train_labels[:INDEX_SIZE], z, test_labels[pick])
 
-    return test[pick], accuracy
+    return test[pick], accuracy, vae
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
 def test_scans_classify_nearly_as_well_as_the_digits(mnist_knn, kind):
-    digits, accuracy = mnist_knn
+    digits, accuracy, vae = mnist_knn
     spec = builtin("mnist")
     files = scans(digits, kind, seed=1)
     prepared = []
     for data in files:
         with Image.open(io.BytesIO(data)) as image:
-            prepared.append(prepare(*decode(image), spec))
+            prepared.append(prepare(*decode(image, spec["reduce"]["max_side"]), spec))
     assert all(p.inverted == kind.dark_ink and not p.flags for p in prepared)
+    x, infos = vae.prepare(files, preprocess=spec)  # the API: the same
+    assert np.array_equal(x[:, 0], np.stack([p.image for p in prepared]))
+    assert [i["inverted"] for i in infos] == [kind.dark_ink] * len(files)
     original = accuracy(digits)
     default = accuracy(np.stack([p.image for p in prepared]))
     assert default >= original - 5.0, (kind.name, original, default)

@@ -61,6 +61,7 @@ from .writers.images import ReconstructionGridWriter
 PROG = "vae-run"
 EXIT_USAGE = 2
 RECONSTRUCT_GRID = 32  # originals in a reconstruction grid unless asked for more
+FAR_FPR = 0.01  # score flags images whose OOD score is above the threshold at this rate
 INVERT_CHOICES: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
 
 
@@ -502,6 +503,17 @@ def add_score(p: argparse.ArgumentParser) -> None:
     )
 
 
+def far_threshold(vae: VAE) -> float | None:
+    """The OOD score above which a scored image is flagged "far_from_data" (1% of the
+    model's own held-out images are); None without a calibration (docs/ood.md)."""
+    if vae.ood_calibration is None:
+        return None
+    try:
+        return vae.ood_threshold(FAR_FPR)
+    except VAEError:  # a section of another method or version: no check, as before
+        return None
+
+
 def run_score(args: argparse.Namespace) -> int:
     if args.ood and args.k != 1:
         raise InputError("--k is for the likelihood; --ood takes no importance samples")
@@ -535,7 +547,7 @@ def run_score(args: argparse.Namespace) -> int:
     results = (
         ood_results(vae, source, args.batch_size)
         if args.ood
-        else score_results(vae, source, args.batch_size, args.k, args.seed)
+        else score_results(vae, source, args.batch_size, args.k, args.seed, far_threshold(vae))
     )
     with progress(args, source.count, "score") as bar:
         rows = drain(scored(results), writers, bar.update)

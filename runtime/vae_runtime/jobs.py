@@ -56,10 +56,16 @@ def embed_results(
 
 
 def score_results(
-    vae: VAE, source: ImageSource, batch_size: int, k: int = 1, seed: int = 0
+    vae: VAE,
+    source: ImageSource,
+    batch_size: int,
+    k: int = 1,
+    seed: int = 0,
+    far: float | None = None,
 ) -> Iterator[ResultBatch]:
     """Per-image scores; the noise comes from one ``default_rng(seed)`` drawn batch after
-    batch, so the scores equal ``vae.score(all images, k=k, seed=seed)``."""
+    batch, so the scores equal ``vae.score(all images, k=k, seed=seed)``. ``far``: an OOD
+    score threshold; images above it are flagged "far_from_data" in ``source.reading``."""
     rng = np.random.default_rng(seed)
     for batch in source.rows(batch_size):
         scores = (
@@ -67,7 +73,28 @@ def score_results(
             if len(batch.images)
             else np.zeros(0)
         )
+        if far is not None and len(batch.images) and source.reading is not None:
+            _flag_far(vae, batch, far, source)
         yield ResultBatch.of(batch, {"score": scores}, source.id_name)
+
+
+def _flag_far(vae: VAE, batch: SourceBatch, far: float, source: ImageSource) -> None:
+    """Flag the rows whose OOD score (docs/ood.md) is above ``far``: their score is still
+    written, but the user is told they are unlike anything the model was trained on."""
+    ood = vae.ood_score(batch.images, preprocess="none")
+    rows = [i for i, e in enumerate(batch.errors) if e is None]
+    for at in np.flatnonzero(ood > far):
+        row = rows[at]
+        name = batch.sources[row]
+        where = (
+            name if source.per_file or source.kind == "image" else f"{name}[{batch.indices[row]}]"
+        )
+        source.reading.flag(
+            where,
+            "far_from_data",
+            f"unlike the model's training images (OOD score {ood[at]:.2f} > {far:.2f}, "
+            "the threshold at 1% false positives); its score may mean little",
+        )
 
 
 def ood_results(vae: VAE, source: ImageSource, batch_size: int) -> Iterator[ResultBatch]:

@@ -132,7 +132,7 @@ class Reading:
         low = ink < self.spec["ink"]["min_contrast"]
         for i in np.flatnonzero(low):
             message = f"no ink found (brightest pixel only {ink[i]:.3f} above the paper)"
-            self._note(f"{where}[{i}]" if len(x) > 1 else where, "no_ink", message)
+            self.flag(f"{where}[{i}]" if len(x) > 1 else where, "no_ink", message)
         if self.infos is not None:
             for i in range(len(x)):
                 self.infos.append({
@@ -190,11 +190,12 @@ class Reading:
         self.images += 1
         self.inverted += prepared.inverted
         for flag in prepared.flags:
-            self._note(where, flag.code, flag.message)
+            self.flag(where, flag.code, flag.message)
         if self.infos is not None:
             self.infos.append(prepared.info)
 
-    def _note(self, where: str, code: str, message: str) -> None:
+    def flag(self, where: str, code: str, message: str) -> None:
+        """Count a flagged image; keep its note (the first NOTES_KEPT)."""
         self.flagged += 1
         if len(self.notes) < NOTES_KEPT:
             self.notes.append(Note(where, code, message))

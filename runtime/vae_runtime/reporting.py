@@ -57,9 +57,10 @@ def source_facts(source: ImageSource) -> dict[str, Any]:
 
 
 def reading_notes(source: ImageSource, verbose: bool) -> list[str]:
-    """Warnings for flagged images (e.g. no ink) and what the polarity rule decided."""
+    """Warnings for flagged images (no ink; far from the training data) and what the
+    polarity rule decided."""
     reading = source.reading
-    if reading is None or reading.legacy:
+    if reading is None:
         return []
     shown = reading.notes if verbose else reading.notes[:LISTED]
     lines = [f"warning: {n.where}: {n.message}" for n in shown]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
-from vae_format.preprocess_spec import NONE, SpecError, validate
+from vae_format.preprocess_spec import SpecError, validate
 
 from .arrays import SIDE, array_to_images, check_kind, shape_problem
 from .errors import InputError
@@ -90,7 +90,7 @@ class Reading:
     def summary(self) -> dict[str, Any]:
         """JSON-able counts and the kept notes, for a CLI summary."""
         return {
-            "preprocess": "none" if self.spec is None else "declared",
+            "preprocess": "none" if self.spec is None else "spec",
             "invert": self.invert,
             "images": self.images,
             "inverted": self.inverted,
@@ -247,7 +247,3 @@ def _layout(shape: tuple[int, ...]) -> str:
             "(N, H, W, 1))"
         )
     raise InputError(f"images have shape {s}{hint}; accepted layouts: {LAYOUTS}")
-
-
-def none_spec(preprocess: Any) -> bool:
-    return isinstance(preprocess, str) and preprocess == NONE

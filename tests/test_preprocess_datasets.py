@@ -19,9 +19,10 @@ import pytest
 from PIL import Image
 from scans import KINDS, scans
 
+from vae_format.datasets import find_file, get_spec
 from vae_format.preprocess_spec import builtin
 from vae_runtime import VAE, open_images
-from vae_runtime.evaluate import find_split_file, knn_accuracy, load_split
+from vae_runtime.evaluate import knn_accuracy, load_split
 from vae_runtime.preprocess import decode, grey_alpha, passthrough_batch, prepare
 from vae_runtime.sources import as_images
 
@@ -61,7 +62,7 @@ def test_model_shaped_arrays_pass_through_bit_identically(test_split):
 def test_idx_file_and_embeddings_are_todays(test_split, data_dir):
     dataset, images = test_split
     spec = builtin(dataset)
-    idx = find_split_file(data_dir, dataset, "t10k-images-idx3-ubyte")
+    idx = find_file(get_spec(dataset), "test-images", data_dir)
     today = open_images(idx).read()
     batch = passthrough_batch(images / np.float32(255), spec)[0]
     assert np.array_equal(bits(batch[:, None]), bits(today))

@@ -142,7 +142,7 @@ def test_metadata_and_manifest(model_dir_factory) -> None:
         assert props["vae_onnx.role"] == role
         assert props["vae_onnx.latent_dim"] == "2"
         assert props["vae_onnx.arch"] == "mlp"
-        assert props["vae_onnx.format_version"] == "1"
+        assert props["vae_onnx.format_version"] == "2"
         assert props["vae_onnx.dataset"] == "mnist"
 
 

@@ -160,11 +160,25 @@ def test_keras_and_model_shaped_layouts_are_todays_input(vae):
     assert np.array_equal(vae.embed(digits.tolist()), vae.embed(today, preprocess="none"))
 
 
+def test_read_only_arrays_are_read_in_both_polarities(vae):
+    """Memory-mapped .npy files and pipes give read-only arrays: nothing writes into them."""
+    digits = np.zeros((2, 28, 28), np.uint8)
+    digits[:, 8:20, 12:16] = 255
+    digits[1] = 255 - digits[1]  # dark ink on white: inverted by the rule
+    frozen = np.frombuffer(digits.tobytes(), np.uint8).reshape(2, 28, 28)
+    assert not frozen.flags.writeable
+    x, infos = vae.prepare(frozen)
+    assert [i["inverted"] for i in infos] == [False, True]
+    assert np.array_equal(x[0], x[1]) and np.array_equal(frozen, digits)
+    x, infos = vae.prepare(frozen[:1])  # none inverted: the input itself comes back
+    assert not infos[0]["inverted"] and np.array_equal(x[0, 0], digits[0] / np.float32(255))
+
+
 @pytest.mark.parametrize(
     ("bad", "words"),
     [
         (np.zeros((3, 200, 200), np.uint8), "ambiguous: give it as \\(N, H, W, 1\\)"),
-        (np.zeros((2, 3, 64, 64), np.uint8), "channels first"),
+        (np.zeros((2, 3, 64, 64), np.uint8), "3-channel or channels-first data"),
         (np.zeros((784,), np.float32), "accepted layouts: \\(28, 28\\)"),
         (np.zeros((28, 28, 5), np.uint8), "accepted layouts"),
         (np.zeros((2, 2, 8, 8, 1), np.uint8), "accepted layouts"),

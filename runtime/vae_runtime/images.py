@@ -12,7 +12,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -21,8 +21,6 @@ from .names import display_name
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
-
-    from .reading import Reading
 
 SIDE = 28
 # Downscale in steps (Pillow's reduce) until within this factor of the target, then resample
@@ -50,8 +48,31 @@ def is_pil(obj: Any) -> bool:
     return image_module is not None and isinstance(obj, image_module.Image)
 
 
+class PictureReader(Protocol):
+    """What turns a decoded PIL image into a model input (``vae_runtime.reading.Reading``;
+    :class:`WholeImage` when no model spec applies)."""
+
+    def draft(self, image: PILImage.Image, today: tuple[int, int]) -> None: ...
+
+    def pil(self, image: PILImage.Image, where: str) -> np.ndarray: ...
+
+
+class WholeImage:
+    """The reading without a spec: the whole image fitted into 28x28 (module doc)."""
+
+    def __init__(self, invert: bool = False) -> None:
+        self.invert = bool(invert)
+
+    def draft(self, image: PILImage.Image, today: tuple[int, int]) -> None:
+        if image.mode in ("RGB", "L", "YCbCr"):
+            image.draft("L", today)
+
+    def pil(self, image: PILImage.Image, where: str) -> np.ndarray:
+        return image_to_array(image, invert=self.invert, where=where)
+
+
 def load_image(
-    path: str | os.PathLike[str], invert: bool = False, reading: Reading | None = None
+    path: str | os.PathLike[str], invert: bool = False, reading: PictureReader | None = None
 ) -> np.ndarray:
     """One image file as float32 (28, 28) in [0, 1]; any Pillow-readable format and size.
     ``reading``: the model's preprocessing (vae_runtime.reading); None: the whole image
@@ -61,25 +82,23 @@ def load_image(
 
 
 def decode_image(
-    data: bytes, where: str, invert: bool = False, reading: Reading | None = None
+    data: bytes, where: str, invert: bool = False, reading: PictureReader | None = None
 ) -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, ...) as :func:`load_image` reads a file; ``where``
     names them in errors (e.g. a table row)."""
     return _decode(io.BytesIO(data), where, _reading(invert, reading))
 
 
-def read_file_object(file: BinaryIO, where: str, reading: Reading) -> np.ndarray:
+def read_file_object(file: BinaryIO, where: str, reading: PictureReader) -> np.ndarray:
     """An open binary file (or BytesIO) holding one encoded image, read from where it is."""
     return _decode(file, where, reading)
 
 
-def _reading(invert: bool, reading: Reading | None) -> Reading:
-    from .reading import Reading
-
-    return Reading(None, bool(invert)) if reading is None else reading
+def _reading(invert: bool, reading: PictureReader | None) -> PictureReader:
+    return WholeImage(invert) if reading is None else reading
 
 
-def _decode(file: Path | BinaryIO, where: str, reading: Reading) -> np.ndarray:
+def _decode(file: Path | BinaryIO, where: str, reading: PictureReader) -> np.ndarray:
     from PIL import Image
 
     try:

@@ -206,8 +206,10 @@ def passthrough_batch(
         inverted = border > spec["polarity"]["threshold"]
     else:
         inverted = np.full(n, bool(invert))
-    out = x.copy() if inverted.any() else x
-    out[inverted] = np.subtract(1.0, x[inverted], dtype=np.float32)
+    out = x
+    if inverted.any():  # a copy only then: the input may be read-only (mmap, frombuffer)
+        out = x.copy()
+        out[inverted] = np.subtract(1.0, x[inverted], dtype=np.float32)
     # The lower median of the ring after inversion: 1 - the upper median before it.
     lower, upper = rings[:, (m - 1) // 2], rings[:, m - 1 - (m - 1) // 2]
     paper = np.where(inverted, np.subtract(1.0, upper, dtype=np.float32), lower)

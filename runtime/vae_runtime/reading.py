@@ -23,6 +23,7 @@ from vae_format.preprocess_spec import SpecError, validate
 
 from .arrays import SIDE, array_to_images, check_kind, shape_problem
 from .errors import InputError
+from .images import image_to_array
 from .preprocess import Prepared, decode, grey_alpha, passthrough_batch, prepare
 
 if TYPE_CHECKING:
@@ -165,8 +166,6 @@ class Reading:
     def pil(self, image: PILImage.Image, where: str) -> np.ndarray:
         """A PIL image as float32 (28, 28) (decoding errors are the caller's to name)."""
         if self.legacy:
-            from .images import image_to_array
-
             return image_to_array(image, invert=bool(self.invert), where=where)
         assert self.spec is not None
         grey, alpha = decode(image, self.spec["reduce"]["max_side"])
@@ -240,7 +239,7 @@ def _layout(shape: tuple[int, ...]) -> str:
         return "images"
     hint = ""
     if len(s) == 4 and s[1] in (1, 3, 4):
-        hint = " (channels first? move the channel axis last: (N, H, W, C))"
+        hint = " (3-channel or channels-first data? move the channel axis last: (N, H, W, C))"
     elif len(s) == 3:
         hint = (
             " (a batch of grey images of another size than 28x28 is ambiguous: give it as "

@@ -65,6 +65,7 @@ artifacts: $(DEV_VENV)/.installed
 
 figures: $(DEV_VENV)/.installed
 	$(BIN)/vae-export figures artifacts --out docs/figures --data-dir $(DATA_DIR)
+	$(BIN)/python scripts/preprocess_figure.py --data-dir $(DATA_DIR)
 
 bench: $(DEV_VENV)/.installed
 	$(BIN)/vae-run bench --threads 2 --stream 100000

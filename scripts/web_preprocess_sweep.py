@@ -30,12 +30,8 @@ from scans import KINDS, scans  # noqa: E402
 
 from vae_export.web_preprocess import _drawing  # noqa: E402
 from vae_format.datasets import read_split  # noqa: E402
+from vae_format.preprocess_spec import builtin  # noqa: E402
 from vae_runtime.preprocess import grey_alpha, prepare  # noqa: E402
-
-try:  # the spec moves into the shared format package when issue 12 is integrated
-    from vae_format.preprocess_spec import builtin
-except ImportError:
-    from vae_runtime.preprocess_spec import builtin
 
 
 def _case(name: str, spec: str, pixels: np.ndarray, specs: dict) -> dict:

@@ -22,6 +22,7 @@ from vae_export import ExportError, ValidationError, export_model_dir
 from vae_export.cli import main as export_main
 from vae_export.graphs import random_ops
 from vae_export.phase import FromPhases, ToPhases, phases_to_map, rewrite_decoder
+from vae_format.preprocess_spec import builtin
 from vae_train.architectures import ARCHITECTURES, build_decoder, build_encoder
 from vae_train.checkpoint import save_checkpoint
 
@@ -116,7 +117,8 @@ def test_random_op_detector_finds_injected_node(model_dir_factory) -> None:
 def test_metadata_and_manifest(model_dir_factory) -> None:
     model_dir = model_dir_factory("mlp", 2)
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    assert manifest["format"] == "vae-onnx-model" and manifest["format_version"] == 1
+    assert manifest["format"] == "vae-onnx-model" and manifest["format_version"] == 2
+    assert manifest["preprocess"] == builtin("mnist")  # the fixture's dataset
     assert (manifest["arch"], manifest["latent_dim"]) == ("mlp", 2)
     assert manifest["likelihood"] == {"name": "bernoulli"}
     for key in ("dataset", "training", "versions", "created", "parity", "image", "graphs"):
@@ -140,7 +142,7 @@ def test_metadata_and_manifest(model_dir_factory) -> None:
         assert props["vae_onnx.role"] == role
         assert props["vae_onnx.latent_dim"] == "2"
         assert props["vae_onnx.arch"] == "mlp"
-        assert props["vae_onnx.format_version"] == "1"
+        assert props["vae_onnx.format_version"] == "2"
         assert props["vae_onnx.dataset"] == "mnist"
 
 
@@ -260,6 +262,25 @@ def test_reexport_replaces_directory(tmp_path: Path, data_dir: Path) -> None:
     export_model_dir(make_run(tmp_path / "b", seed=2), out, data_dir=data_dir)
     assert (out / "checkpoints/encoder.safetensors").read_bytes() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "model"]
+
+
+def test_preprocess_declared_from_the_dataset_or_none(tmp_path: Path, data_dir: Path) -> None:
+    run = make_run(tmp_path / "run", arch="mlp", latent=3)
+    ckpt = next((run / "checkpoints").glob("epoch-*"))
+    config = json.loads((ckpt / "config.json").read_text())
+    config["dataset"] = "fashion-mnist"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "fashion"
+    assert export_main([str(run), "--out", str(out), "--data-dir", str(data_dir), "--no-ood"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["preprocess"] == builtin("fashion-mnist")
+    flags = ["--data-dir", str(data_dir), "--no-ood", "--preprocess", "none"]
+    assert export_main([str(run), "--out", str(tmp_path / "none"), *flags]) == 0
+    assert json.loads((tmp_path / "none" / "manifest.json").read_text())["preprocess"] == "none"
+    config["dataset"] = "kmnist"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="no preprocessing is known for the checkpoint's"):
+        export_model_dir(run, tmp_path / "k", data_dir=data_dir, ood=False)
+    assert not (tmp_path / "k").exists()
 
 
 def test_refuses_to_replace_a_non_model_directory(tmp_path: Path, data_dir: Path) -> None:

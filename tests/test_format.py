@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from vae_format import (
+    FORMAT_VERSION,
     FileEntry,
     Manifest,
     ModelFormatError,
@@ -31,6 +32,7 @@ from vae_format.datasets import DATASETS, find_file, read_split
 from vae_format.errors import DataFileError
 from vae_format.grid import make_grid, to_pixels
 from vae_format.idx import iter_idx_images, parse_idx, read_idx, read_idx_header
+from vae_format.preprocess_spec import builtin
 
 L = 4
 
@@ -55,6 +57,7 @@ def _new_manifest(d: Path, files: dict[str, FileEntry], **sections) -> Manifest:
         likelihood=likelihood_section("bernoulli"),
         graphs={r: graph_entry(r, L, f"{r}.onnx") for r in ("encoder", "decoder")},
         files=files,
+        preprocess=sections.pop("preprocess", builtin("mnist")),
         **sections,
     )
 
@@ -98,6 +101,7 @@ def test_a_gaussian_likelihood_keeps_sigma(tmp_path):
         likelihood=likelihood_section("gaussian", 0.25),
         graphs={r: graph_entry(r, L, f"{r}.onnx") for r in ("encoder", "decoder")},
         files=files,
+        preprocess="none",
     )
     assert (m.likelihood, m.sigma) == ("gaussian", 0.25)
     assert Manifest.load(Path(m.write()).parent).raw["likelihood"] == {
@@ -174,10 +178,10 @@ def test_a_variants_session_entry_is_read(tmp_path):
 def test_unknown_sections_are_kept(tmp_path):
     d, files = _graph_dir(tmp_path)
     doc = _new_manifest(d, files).to_dict()
-    doc["preprocess"] = {"future": True}
+    doc["annotations"] = {"future": True}
     doc["variants"] = {}
     (d / "manifest.json").write_text(json.dumps(doc))
-    assert Manifest.load(d).raw["preprocess"] == {"future": True}
+    assert Manifest.load(d).raw["annotations"] == {"future": True}
 
 
 def test_writing_a_manifest_the_reader_refuses_is_impossible(tmp_path):
@@ -191,6 +195,7 @@ def test_writing_a_manifest_the_reader_refuses_is_impossible(tmp_path):
             likelihood={"name": "bernoulli"},
             graphs={r: graph_entry(r, 0, f"{r}.onnx") for r in ("encoder", "decoder")},
             files=files,
+            preprocess="none",
         )
     with pytest.raises(ModelFormatError, match=r"likelihood\.sigma"):
         Manifest.create(
@@ -201,6 +206,7 @@ def test_writing_a_manifest_the_reader_refuses_is_impossible(tmp_path):
             likelihood={"name": "gaussian"},
             graphs={r: graph_entry(r, L, f"{r}.onnx") for r in ("encoder", "decoder")},
             files=files,
+            preprocess="none",
         )
     with pytest.raises(ModelFormatError, match=r"'\.\.'"):
         _new_manifest(d, files).with_files({"../x.onnx": files["encoder.onnx"]})
@@ -234,7 +240,10 @@ def test_contract_and_metadata():
     meta = graph_metadata(
         name="m", role="decoder", arch="mlp", latent_dim=7, likelihood="bernoulli", dataset="mnist"
     )
-    assert meta["vae_onnx.format_version"] == "1" and meta["vae_onnx.latent_dim"] == "7"
+    assert (
+        meta["vae_onnx.format_version"] == str(FORMAT_VERSION) == "2"
+        and meta["vae_onnx.latent_dim"] == "7"
+    )
     assert all(isinstance(v, str) for v in meta.values())
 
 
@@ -390,3 +399,73 @@ def test_grid_layout():
     assert grid[62:90, 32:60].max() == 0  # the sixth cell stays black
     with pytest.raises(ValueError):
         make_grid(np.zeros((0, 28, 28)))
+
+
+# ---- the preprocess section (format version 2) ----------------------------------------------
+
+
+def test_version_2_writes_and_reads_the_preprocess_section(tmp_path):
+    d, files = _graph_dir(tmp_path)
+    m = _new_manifest(d, files, preprocess=builtin("fashion-mnist"))
+    loaded = Manifest.load(Path(m.write()).parent)
+    assert loaded.format_version == 2 and loaded.raw["format_version"] == 2
+    assert loaded.preprocess == builtin("fashion-mnist")
+    assert loaded.raw["preprocess"]["sharpen"] == {"sigma": 1.0, "radius": 1, "amount": 1.0}
+    none = _new_manifest(d, files, preprocess="none")
+    assert none.raw["preprocess"] == "none" and none.preprocess is None
+    with pytest.raises(ValueError, match="own method"):
+        m.with_section("preprocess", "none")
+
+
+def test_a_version_1_manifest_loads_without_a_section(tmp_path):
+    d, files = _graph_dir(tmp_path)
+    doc = _new_manifest(d, files).to_dict()
+    doc["format_version"] = 1
+    del doc["preprocess"]
+    (d / "manifest.json").write_text(json.dumps(doc))
+    loaded = Manifest.load(d)
+    assert loaded.format_version == 1 and loaded.preprocess is None
+    doc["preprocess"] = builtin("mnist")
+    (d / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFormatError, match="format_version 1 has no 'preprocess' section"):
+        Manifest.load(d)
+
+
+def _spec_with(path: tuple[str, ...], value):
+    spec = builtin("mnist")
+    node = spec
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        (KeyError, "missing required key 'preprocess'"),
+        ("auto", 'must be "none" or an object'),
+        (_spec_with(("size",), [32, 32]), r"preprocess\.size \[32, 32\] must be the image's"),
+        (_spec_with(("fit", "box"), 40), r"fit\.box: must lie in|does not fit"),
+        (_spec_with(("polarity", "threshold"), 1.5), r"polarity\.threshold: must lie in"),
+        (_spec_with(("ink", "levels", "method"), "gamma"), r"levels\.method: must be one of"),
+        (_spec_with(("center",), KeyError), r"missing step\(s\) \['center'\]"),
+        (_spec_with(("version",), 2), r"version: must be 1"),
+        (_spec_with(("quantize",), True), r"quantize: must be an integer"),
+    ],
+)
+def test_a_bad_preprocess_section_is_refused_on_load(tmp_path, section, words):
+    d, files = _graph_dir(tmp_path)
+    doc = _new_manifest(d, files).to_dict()
+    if section is KeyError:
+        del doc["preprocess"]
+    else:
+        doc["preprocess"] = section
+    (d / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFormatError, match=words) as info:
+        Manifest.load(d)
+    assert str(info.value).startswith(str(d / "manifest.json"))
+    assert "\n" not in str(info.value)

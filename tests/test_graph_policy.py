@@ -295,7 +295,7 @@ def test_every_engine_gets_only_graphs_held_to_the_policy(model: Path, backend: 
         "auto's probe": lambda: VAE(model, backend="auto", threads=1),
         "parity": lambda: load_runners(engine, Manifest.load(model)),
         "ray embed actor": lambda: _Embedder(
-            str(model), None, backend, ActorPool(), "image", (), False, False, False
+            str(model), None, backend, ActorPool(), "image", (), False, "declared", False, False
         ),
         "ray generate actor": lambda: _Generator(
             str(model), None, backend, ActorPool(), 0, "float32"

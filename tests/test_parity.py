@@ -102,7 +102,7 @@ def test_encoder_parity(pair, kind: str, data_dir: Path) -> None:
     vae, ckpt = pair
     images = image_inputs(kind, data_dir)
     for n in BATCHES:
-        mu, logvar = vae.encode(images[:n])
+        mu, logvar = vae.encode(images[:n], preprocess="none")
         mu_t, logvar_t = torch_encode(ckpt, images[:n])
         assert mu.shape == logvar.shape == (n, vae.latent_dim)
         assert max_abs(mu, mu_t) <= TOL, f"mu, batch {n}, {kind}"
@@ -194,7 +194,7 @@ def test_parity_property(model_dir_factory, n: int, seed: int, scale: float, as_
             x = rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
         else:
             x = rng.random((n, 1, 28, 28), dtype=np.float32)
-        mu, logvar = vae.encode(x)
+        mu, logvar = vae.encode(x, preprocess="none")
         mu_t, logvar_t = torch_encode(ckpt, x)
         assert max_abs(mu, mu_t) <= TOL and max_abs(logvar, logvar_t) <= TOL
         z = (rng.standard_normal((n, latent)) * scale).astype(np.float32)

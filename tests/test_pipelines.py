@@ -543,7 +543,12 @@ def test_embed_files_is_lazy(vae, digits, tmp_path, monkeypatch):
     save_digits(tmp_path / "f", digits[:40], [f"{i}.png" for i in range(40)])
     reads = []
     real = sources.load_image
-    monkeypatch.setattr(sources, "load_image", lambda p, inv=False: reads.append(p) or real(p))
+
+    def load_image(p, inv=False, reading=None):
+        reads.append(p)
+        return real(p, inv, reading)
+
+    monkeypatch.setattr(sources, "load_image", load_image)
     it = vae.embed_files(tmp_path / "f", batch_size=8)
     first = next(it)
     assert len(reads) == 8 and first.source == data_name(tmp_path / "f" / "0.png")

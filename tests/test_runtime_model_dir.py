@@ -252,7 +252,7 @@ def test_required_keys(model, key):
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
-        ("format_version", 2, ("format_version 2", "not supported")),
+        ("format_version", 3, ("format_version 3", "not supported")),
         ("format_version", 0, ("format_version 0",)),
         ("format_version", "1", ("must be an integer",)),
         ("format_version", True, ("must be an integer",)),
@@ -361,7 +361,7 @@ def tiny_encoder(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     default_meta = {
-        "vae_onnx.format_version": "1",
+        "vae_onnx.format_version": "2",
         "vae_onnx.role": "encoder",
         "vae_onnx.latent_dim": str(latent_dim),
         "vae_onnx.arch": "conv",
@@ -399,7 +399,7 @@ def test_hand_built_encoder_with_the_right_signature_loads(model):
         (
             {
                 "meta": {
-                    "vae_onnx.format_version": "1",
+                    "vae_onnx.format_version": "2",
                     "vae_onnx.role": "decoder",
                     "vae_onnx.latent_dim": str(L),
                 }
@@ -409,7 +409,7 @@ def test_hand_built_encoder_with_the_right_signature_loads(model):
         (
             {
                 "meta": {
-                    "vae_onnx.format_version": "2",
+                    "vae_onnx.format_version": "1",
                     "vae_onnx.role": "encoder",
                     "vae_onnx.latent_dim": str(L),
                 }
@@ -419,7 +419,7 @@ def test_hand_built_encoder_with_the_right_signature_loads(model):
         (
             {
                 "meta": {
-                    "vae_onnx.format_version": "1",
+                    "vae_onnx.format_version": "2",
                     "vae_onnx.role": "encoder",
                     "vae_onnx.latent_dim": "9",
                 }
@@ -429,7 +429,7 @@ def test_hand_built_encoder_with_the_right_signature_loads(model):
         (
             {
                 "meta": {
-                    "vae_onnx.format_version": "1",
+                    "vae_onnx.format_version": "2",
                     "vae_onnx.role": "encoder",
                     "vae_onnx.latent_dim": str(L),
                     "vae_onnx.arch": "mlp",

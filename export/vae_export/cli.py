@@ -80,6 +80,14 @@ def add_export(p: argparse.ArgumentParser) -> None:
         "VAE.ood_score refuses the directory until `vae-export ood` adds one)",
     )
     p.add_argument(
+        "--preprocess",
+        choices=("dataset", "none"),  # manifest.PREPROCESS_CHOICES
+        default="dataset",
+        help="how raw images become inputs, declared in the manifest (docs/preprocessing.md): "
+        "dataset (default) = the procedure the checkpoint's dataset was made with; none = "
+        "the whole image fitted into 28x28",
+    )
+    p.add_argument(
         "--self-contained",
         action="store_true",
         help="keep all weights inside the .onnx files instead of reading the shared ones "
@@ -103,6 +111,7 @@ def run_export(args: argparse.Namespace) -> int:
         self_contained=args.self_contained,
         evaluate_k=args.evaluate,
         ood=not args.no_ood,
+        preprocess=args.preprocess,
     )
     print(f"wrote {result.out_dir} in {result.seconds:.1f}s")
     for rel, entry in result.manifest["files"].items():

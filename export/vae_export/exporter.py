@@ -66,6 +66,7 @@ def export_model_dir(
     self_contained: bool = False,
     evaluate_k: int = 0,
     ood: bool = True,
+    preprocess: str = "dataset",
 ) -> ExportResult:
     """Export the checkpoint (a run directory or a checkpoint folder) to ``out_dir``.
 
@@ -74,6 +75,8 @@ def export_model_dir(
     inline, at about twice the directory size. ``evaluate_k`` > 0 also runs the
     torch-free evaluator (IW bound with that many samples) and records its figures.
     ``ood``: calibrate the out-of-distribution score on the training images (docs/ood.md).
+    ``preprocess``: "dataset" declares the procedure the checkpoint's dataset was made
+    with (docs/preprocessing.md); "none" declares raw images fitted whole into 28x28.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -81,6 +84,7 @@ def export_model_dir(
     if opset < 18:
         raise ExportError(f"--opset {opset} is too old; 18 or newer is required")
     ckpt = run_checkpoint(checkpoint, which)
+    manifest.preprocess_of(ckpt.config, preprocess)  # refused before the slow steps
     name = name or out_dir.name
     ckpt_bytes = {f: (ckpt.path / f).read_bytes() for f in CHECKPOINT_FILES}
     exported = _export_graphs(ckpt, name, opset, decoder_form, ckpt_bytes, self_contained)
@@ -99,7 +103,7 @@ def export_model_dir(
         graph_sections = _graph_sections(exported, ckpt)
         builder.create_manifest(
             **manifest.new_manifest_fields(
-                name, ckpt.config, graph_sections, opset, summary, export_info
+                name, ckpt.config, graph_sections, opset, summary, export_info, preprocess
             )
         )
         if ood:

@@ -12,6 +12,12 @@ from typing import Any
 
 from vae_format.contract import graph_metadata as format_metadata
 from vae_format.manifest import graph_entry, likelihood_section
+from vae_format.preprocess_spec import BUILTIN, NONE, builtin
+
+from .errors import ExportError
+
+# --preprocess: the spec of the model's dataset (how its images were made), or "none".
+PREPROCESS_CHOICES = ("dataset", NONE)
 
 # The training settings a manifest repeats from the checkpoint's config.
 TRAIN_KEYS = (
@@ -31,6 +37,22 @@ TRAIN_KEYS = (
 
 def likelihood_of(config: Mapping[str, Any]) -> dict[str, Any]:
     return likelihood_section(config.get("likelihood", "bernoulli"), config.get("sigma"))
+
+
+def preprocess_of(config: Mapping[str, Any], choice: str = "dataset") -> dict[str, Any] | str:
+    """The manifest's ``preprocess`` section: the procedure the training images were made
+    with (docs/preprocessing.md), so raw images meet the model as its data did."""
+    if choice == NONE:
+        return NONE
+    if choice != "dataset":
+        raise ExportError(f"--preprocess must be one of {list(PREPROCESS_CHOICES)}, got {choice!r}")
+    dataset = config.get("dataset")
+    if dataset not in BUILTIN:
+        raise ExportError(
+            f"no preprocessing is known for the checkpoint's dataset {dataset!r} "
+            f"(known: {sorted(BUILTIN)}); export with --preprocess none"
+        )
+    return builtin(dataset)
 
 
 def graph_metadata(name: str, role: str, config: Mapping[str, Any]) -> dict[str, str]:
@@ -74,6 +96,7 @@ def new_manifest_fields(
     opset: int,
     parity: dict[str, Any],
     export_info: dict[str, Any],
+    preprocess: str = "dataset",
 ) -> dict[str, Any]:
     """The fields of ``Manifest.create`` for a new model directory but its ``files``.
 
@@ -86,6 +109,7 @@ def new_manifest_fields(
         "latent_dim": latent_dim,
         "likelihood": likelihood_of(config),
         "graphs": {role: graph_entry(role, latent_dim, **entry) for role, entry in graphs.items()},
+        "preprocess": preprocess_of(config, preprocess),
         "dataset": {"name": config.get("dataset"), "files": config.get("dataset_files", {})},
         "training": {
             "command": config.get("command", ""),

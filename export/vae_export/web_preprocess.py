@@ -145,12 +145,8 @@ def available() -> bool:
 
 def vectors(data_dir: Path) -> dict[str, Any]:
     """The parity record (see the module docstring)."""
+    from vae_format.preprocess_spec import builtin
     from vae_runtime.preprocess import grey_alpha, prepare  # the preprocessing of issue 12
-
-    try:  # the spec moves into the shared format package when issue 12 is integrated
-        from vae_format.preprocess_spec import builtin
-    except ImportError:
-        from vae_runtime.preprocess_spec import builtin
 
     specs = {name: builtin(name) for name in ("mnist", "fashion-mnist")}
     for name in ("mnist", "fashion-mnist"):

@@ -1,4 +1,4 @@
-"""What a model directory promises, format version 1 (docs/model-format.md), written once.
+"""What a model directory promises, format versions 1 and 2 (docs/model-format.md), written once.
 
 Export writes from these constants, the runtime checks against them: the format's name and
 versions, the image, the two graphs' tensors (names, shapes, dtypes), the ``metadata_props``
@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 FORMAT = "vae-onnx-model"
-FORMAT_VERSION = 1  # what export writes
-SUPPORTED_VERSIONS = (1,)  # what a reader accepts
+FORMAT_VERSION = 2  # what export writes
+SUPPORTED_VERSIONS = (1, 2)  # what a reader accepts
+# Version 2 adds the required ``preprocess`` section (vae_format.preprocess_spec); a
+# version 1 directory has none and reads raw images as before ("none").
+PREPROCESS_SINCE = 2
 MANIFEST_FILE = "manifest.json"
 # Size limits a reader checks before reading (export writes manifests of about 12 KB and
 # files of at most 3.4 MB; see vae_format.graph_policy for what a graph may hold).
@@ -40,9 +43,6 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # first, as ONNX Runtime orders them.
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 SESSION_KEYS = ("min_optimization", "optimization")
-
-# Preprocessing (how a picture becomes the encoder's input) is not part of format version 1
-# yet; its spec will live here, beside the tensors it feeds.
 
 META_PREFIX = "vae_onnx."
 # metadata_props a reader requires to match the manifest, and ones it compares only when a

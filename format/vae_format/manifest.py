@@ -1,4 +1,4 @@
-"""manifest.json, read with every check format version 1 asks for, and written.
+"""manifest.json, read with every check format versions 1 and 2 ask for, and written.
 
 :meth:`Manifest.load` reads and checks a directory's manifest; each refusal is a
 :class:`ModelFormatError` naming the file and the reason. No graph is opened here: the
@@ -38,6 +38,7 @@ from .contract import (
     MAX_FILE_BYTES,
     MAX_MANIFEST_BYTES,
     OPTIMIZATION_LEVELS,
+    PREPROCESS_SINCE,
     SESSION_KEYS,
     SUPPORTED_VERSIONS,
     GraphSpec,
@@ -47,6 +48,8 @@ from .contract import (
 from .errors import ModelFormatError
 from .ood import SECTION as OOD_SECTION
 from .ood import check_ood_section
+from .preprocess_spec import SECTION as PREPROCESS_SECTION
+from .preprocess_spec import SpecError, validate
 from .regular_file import read_regular_file
 
 # The keys a reader requires, in the order a written manifest lists them.
@@ -127,6 +130,9 @@ class Manifest:
     external: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # variant -> its checked ``session`` entry (ONNX Runtime settings its graphs need)
     sessions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # How raw images become inputs (vae_format.preprocess_spec); None: "none", i.e. the
+    # whole image fitted into 28x28 (format version 1 directories, or declared so).
+    preprocess: Mapping[str, Any] | None = None
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -163,6 +169,7 @@ class Manifest:
         graphs, external = _check_graphs(section, files, latent_dim, where)
         if OOD_SECTION in raw:
             check_ood_section(raw[OOD_SECTION], where)
+        preprocess = _check_preprocess(raw, version, where)
         return cls(
             directory=directory,
             format_version=version,
@@ -177,6 +184,7 @@ class Manifest:
             raw=copy.deepcopy(raw),
             external=external,
             sessions=_check_sessions(raw.get("variants", {}), where),
+            preprocess=copy.deepcopy(preprocess),
         )
 
     @property
@@ -227,11 +235,13 @@ class Manifest:
         likelihood: Mapping[str, Any],
         graphs: Mapping[str, Mapping[str, Any]],
         files: Mapping[str, FileEntry],
+        preprocess: Mapping[str, Any] | str,
         **sections: Any,
     ) -> Manifest:
         """A new, checked manifest for ``directory`` (written by :meth:`write`).
 
         ``likelihood``: see :func:`likelihood_section`; ``graphs``: role -> :func:`graph_entry`;
+        ``preprocess``: a spec (e.g. ``preprocess_spec.builtin("mnist")``) or "none";
         ``sections``: informational top-level keys, kept in the order given.
         """
         doc: dict[str, Any] = {
@@ -244,6 +254,7 @@ class Manifest:
             "likelihood": dict(likelihood),
             "graphs": {role: dict(entry) for role, entry in graphs.items()},
             "files": {rel: entry.to_dict() for rel, entry in files.items()},
+            PREPROCESS_SECTION: copy.deepcopy(preprocess),
         }
         for key, value in sections.items():
             _check_section_key(key)
@@ -306,7 +317,7 @@ def _fail(where: Path | str, reason: str) -> ModelFormatError:
 
 
 def _check_section_key(key: str) -> None:
-    if key in REQUIRED_KEYS or key == "variants":
+    if key in REQUIRED_KEYS or key in ("variants", PREPROCESS_SECTION):
         raise ValueError(f"{key!r} is not an informational section; it has its own method")
 
 
@@ -345,6 +356,33 @@ def _check_header(raw: Mapping[str, Any], where: Path) -> tuple[int, str, str]:
             f"(it reads {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade vae-onnx",
         )
     return version, _require(raw, "name", str, where), _require(raw, "arch", str, where)
+
+
+def _check_preprocess(raw: Mapping[str, Any], version: int, where: Path) -> dict[str, Any] | None:
+    """The ``preprocess`` section checked: required from version 2 on, absent before."""
+    if version < PREPROCESS_SINCE:
+        if PREPROCESS_SECTION in raw:
+            raise _fail(
+                where,
+                f"format_version {version} has no {PREPROCESS_SECTION!r} section "
+                f"(it came with version {PREPROCESS_SINCE}); set format_version to "
+                f"{PREPROCESS_SINCE} or remove the section",
+            )
+        return None
+    if PREPROCESS_SECTION not in raw:
+        raise _fail(
+            where, f"missing required key {PREPROCESS_SECTION!r} (format_version {version})"
+        )
+    try:
+        spec = validate(raw[PREPROCESS_SECTION])
+    except SpecError as exc:
+        raise _fail(where, str(exc)) from None
+    if spec is not None and tuple(spec["size"]) != IMAGE_SHAPE[1:]:
+        raise _fail(
+            where,
+            f"preprocess.size {spec['size']} must be the image's {list(IMAGE_SHAPE[1:])}",
+        )
+    return spec
 
 
 def _check_image(image: Mapping[str, Any], where: Path) -> None:

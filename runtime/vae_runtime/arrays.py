@@ -46,12 +46,12 @@ def array_to_images(images: Any, invert: bool = False) -> np.ndarray:
         array = np.asarray(images)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(f"cannot make a numeric array of the images ({exc})") from None
-    _check_kind(array, "images")
+    check_kind(array, "images")
     x = np.ascontiguousarray(_to_unit_float(_image_shape(array)), dtype=np.float32)
     return np.subtract(1.0, x, dtype=np.float32) if invert else x
 
 
-def _check_kind(array: np.ndarray, what: str) -> None:
+def check_kind(array: np.ndarray, what: str) -> None:
     """Refuse dtypes that are not image data: only uint8 and floats are."""
     kind = array.dtype.kind
     if kind == "b":

@@ -46,7 +46,6 @@ from .outputs import check_grid_name, save_grid
 from .ray_cli import ray_options, run_embed_on_ray, run_generate_on_ray
 from .records import ImageSource, ResultBatch, Schema
 from .reporting import notes, progress, report, source_facts
-from .sources import open_images
 from .vae import VAE
 from .writers import (
     GRID_MAX,
@@ -63,6 +62,8 @@ from .writers.images import ReconstructionGridWriter
 PROG = "vae-run"
 EXIT_USAGE = 2
 RECONSTRUCT_GRID = 32  # originals in a reconstruction grid unless asked for more
+FAR_FPR = 0.01  # score flags images whose OOD score is above the threshold at this rate
+INVERT_CHOICES: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
 
 
 # ---- shared options -------------------------------------------------------------------------
@@ -113,7 +114,20 @@ def input_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("input")
     group.add_argument(
-        "--invert", action="store_true", help="images are dark ink on a light background"
+        "--invert",
+        nargs="?",
+        choices=INVERT_CHOICES,
+        default="auto",
+        const="yes",
+        help="polarity: auto (default) decides per image from its border; yes (or --invert "
+        "alone): dark ink on light paper; no: light ink on dark",
+    )
+    group.add_argument(
+        "--preprocess",
+        choices=("declared", "none"),
+        default="declared",
+        help="declared (default): the model's preprocessing (docs/preprocessing.md); none: "
+        "the whole image fitted into 28x28, as before, no polarity decision",
     )
     group.add_argument(
         "--skip-bad",
@@ -172,10 +186,21 @@ def load_vae(args: argparse.Namespace) -> VAE:
     )
 
 
-def open_input(args: argparse.Namespace, paths: str | list[str]) -> ImageSource:
-    return open_images(
+def invert_of(args: argparse.Namespace) -> bool | str:
+    """--invert as the API takes it: "auto", True or False."""
+    return INVERT_CHOICES[args.invert]
+
+
+def preprocess_of(args: argparse.Namespace) -> str | None:
+    return "none" if args.preprocess == "none" else None
+
+
+def open_input(args: argparse.Namespace, paths: str | list[str], vae: VAE) -> ImageSource:
+    """The inputs, read through the model's preprocessing (or as --preprocess says)."""
+    return vae.open_images(
         paths,
-        invert=args.invert,
+        invert=invert_of(args),
+        preprocess=preprocess_of(args),
         skip_bad=args.skip_bad,
         recursive=getattr(args, "recursive", False),
         column=getattr(args, "column", None),
@@ -343,8 +368,8 @@ def add_embed(p: argparse.ArgumentParser) -> None:
 def run_embed(args: argparse.Namespace) -> int:
     if args.ray is not None:
         return run_embed_on_ray(args)
-    source = open_input(args, args.input)
     vae = load_vae(args)
+    source = open_input(args, args.input, vae)
     schema = embed_schema(source, vae.latent_dim, args.logvar)
     writers = open_outputs(
         args,
@@ -396,8 +421,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     outs = [*args.out, *map(str, args.npy)]
     if not outs and args.out_dir is None:
         raise InputError("nothing to write: give --out grid.png, --out recon.npy or --out-dir")
-    source = open_input(args, args.input)
     vae = load_vae(args)
+    source = open_input(args, args.input, vae)
     only_grids = args.out_dir is None and all(
         o != STDOUT and Path(o).suffix.lower() == ".png" for o in outs
     )
@@ -454,9 +479,10 @@ def run_interpolate(args: argparse.Namespace) -> int:
     if args.out is None and args.npy is None:
         raise InputError("nothing to write: give --out strip.png and/or --npy images.npy")
     check_outputs(args.out, args.npy)
-    a = open_input(args, args.a).read()
-    b = open_input(args, args.b).read()
-    images = load_vae(args).interpolate(a, b, steps=args.steps)
+    vae = load_vae(args)
+    a = open_input(args, args.a, vae).read()
+    b = open_input(args, args.b, vae).read()
+    images = vae.interpolate(a, b, steps=args.steps, preprocess="none")
     wrote = []
     if args.out is not None:
         save_grid(images, args.out, nrow=args.steps)
@@ -489,14 +515,25 @@ def add_score(p: argparse.ArgumentParser) -> None:
     )
 
 
+def far_threshold(vae: VAE) -> float | None:
+    """The OOD score above which a scored image is flagged "far_from_data" (1% of the
+    model's own held-out images are); None without a calibration (docs/ood.md)."""
+    if vae.ood_calibration is None:
+        return None
+    try:
+        return vae.ood_threshold(FAR_FPR)
+    except VAEError:  # a section of another method or version: no check, as before
+        return None
+
+
 def run_score(args: argparse.Namespace) -> int:
     if args.ood and args.k != 1:
         raise InputError("--k is for the likelihood; --ood takes no importance samples")
     if args.fpr is not None and not args.ood:
         raise InputError("--fpr goes with --ood")
     fpr = 0.05 if args.fpr is None else args.fpr
-    source = open_input(args, args.input)
     vae = load_vae(args)
+    source = open_input(args, args.input, vae)
     limit = vae.ood_threshold(fpr) if args.ood else None  # refused before any work
     column = "ood_score" if args.ood else "score"
     writers = open_outputs(
@@ -522,7 +559,7 @@ def run_score(args: argparse.Namespace) -> int:
     results = (
         ood_results(vae, source, args.batch_size)
         if args.ood
-        else score_results(vae, source, args.batch_size, args.k, args.seed)
+        else score_results(vae, source, args.batch_size, args.k, args.seed, far_threshold(vae))
     )
     with progress(args, source.count, "score") as bar:
         rows = drain(scored(results), writers, bar.update)

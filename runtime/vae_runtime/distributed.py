@@ -41,6 +41,7 @@ from .errors import InputError, VAEError
 from .generation import BLOCK, spans
 from .jobs import GENERATED_KEYS, image_schema
 from .names import data_name, display_name
+from .reading import Invert, Reading
 from .records import SOURCE_KEYS, Column, ResultBatch, Schema
 from .tables import decode_images, image_kind, pick_image_column, require_pyarrow, result_table
 
@@ -318,7 +319,8 @@ class _Embedder:
         pool: ActorPool,
         column: str,
         keys: tuple[str, ...],
-        invert: bool,
+        invert: Invert,
+        preprocess: str,
         skip_bad: bool,
         logvar: bool,
     ) -> None:
@@ -335,18 +337,20 @@ class _Embedder:
         self.column, self.keys = column, keys
         self.invert, self.skip_bad, self.logvar = invert, skip_bad, logvar
         self.schema = embed_schema(keys, self.vae.latent_dim, logvar)
+        self.spec = None if preprocess == "none" else self.vae.preprocess
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         for name in (self.column, *self.keys):
             if name not in batch.column_names:
                 raise InputError(f"the dataset has no column {name!r} ({batch.column_names})")
-        images, errors = decode_images(batch.column(self.column), _PLACE, 0, self.invert)
+        reading = Reading(self.spec, self.invert)
+        images, errors = decode_images(batch.column(self.column), _PLACE, 0, reading=reading)
         errors = [None if e is None else self._named(e, batch, i) for i, e in enumerate(errors)]
         bad = next((e for e in errors if e is not None), None)
         if bad is not None and not self.skip_bad:
             raise InputError(f"{bad} (skip such rows with --skip-bad)")
         if len(images):
-            mu, logvar = self.vae.encode(images)
+            mu, logvar = self.vae.encode(images, preprocess="none")
         else:
             mu = logvar = np.zeros((0, self.vae.latent_dim), np.float32)
         values = {"embedding": mu, **({"logvar": logvar} if self.logvar else {})}
@@ -389,7 +393,8 @@ def embed_dataset(
     variant: str | None = None,
     backend: str = "onnxruntime",
     pool: ActorPool | None = None,
-    invert: bool = False,
+    invert: Invert = "auto",
+    preprocess: str = "declared",
     skip_bad: bool = False,
     logvar: bool = False,
 ) -> ray.data.Dataset:
@@ -400,12 +405,14 @@ def embed_dataset(
     ``column`` holds encoded image bytes, ``{bytes, path}`` structs or 784 uint8 values
     per row. Every actor of ``pool`` loads ``model`` (which every node must be able to read
     at the same path, or a shipped model's name) once. A row that is not a readable image
-    fails the job, or with ``skip_bad`` becomes a ``skipped`` row with its error."""
+    fails the job, or with ``skip_bad`` becomes a ``skipped`` row with its error.
+    ``invert`` / ``preprocess`` ("declared" or "none"): as in :meth:`VAE.encode`."""
     require_ray()
     pool = pool or ActorPool()
     pool.check()
     keys = (id_column,) if id_column else SOURCE_KEYS
-    args = (model_argument(model), variant, backend, pool, column, keys, invert, skip_bad, logvar)
+    args = (model_argument(model), variant, backend, pool, column, keys, invert, preprocess)
+    args += (skip_bad, logvar)
     return ds.map_batches(_Embedder, fn_constructor_args=args, **pool.map_args())
 
 

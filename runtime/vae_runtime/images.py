@@ -12,7 +12,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -48,29 +48,68 @@ def is_pil(obj: Any) -> bool:
     return image_module is not None and isinstance(obj, image_module.Image)
 
 
-def load_image(path: str | os.PathLike[str], invert: bool = False) -> np.ndarray:
-    """One image file as float32 (28, 28) in [0, 1]; any Pillow-readable format and size."""
+class PictureReader(Protocol):
+    """What turns a decoded PIL image into a model input (``vae_runtime.reading.Reading``;
+    :class:`WholeImage` when no model spec applies)."""
+
+    def draft(self, image: PILImage.Image, today: tuple[int, int]) -> None: ...
+
+    def pil(self, image: PILImage.Image, where: str) -> np.ndarray: ...
+
+
+class WholeImage:
+    """The reading without a spec: the whole image fitted into 28x28 (module doc)."""
+
+    def __init__(self, invert: bool = False) -> None:
+        self.invert = bool(invert)
+
+    def draft(self, image: PILImage.Image, today: tuple[int, int]) -> None:
+        if image.mode in ("RGB", "L", "YCbCr"):
+            image.draft("L", today)
+
+    def pil(self, image: PILImage.Image, where: str) -> np.ndarray:
+        return image_to_array(image, invert=self.invert, where=where)
+
+
+def load_image(
+    path: str | os.PathLike[str], invert: bool = False, reading: PictureReader | None = None
+) -> np.ndarray:
+    """One image file as float32 (28, 28) in [0, 1]; any Pillow-readable format and size.
+    ``reading``: the model's preprocessing (vae_runtime.reading); None: the whole image
+    fitted into 28x28, inverted when ``invert``."""
     path = Path(path)
-    return _decode(path, display_name(path), invert)
+    return _decode(path, display_name(path), _reading(invert, reading))
 
 
-def decode_image(data: bytes, where: str, invert: bool = False) -> np.ndarray:
+def decode_image(
+    data: bytes, where: str, invert: bool = False, reading: PictureReader | None = None
+) -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, ...) as :func:`load_image` reads a file; ``where``
     names them in errors (e.g. a table row)."""
-    return _decode(io.BytesIO(data), where, invert)
+    return _decode(io.BytesIO(data), where, _reading(invert, reading))
 
 
-def _decode(file: Path | BinaryIO, where: str, invert: bool) -> np.ndarray:
+def read_file_object(file: BinaryIO, where: str, reading: PictureReader) -> np.ndarray:
+    """An open binary file (or BytesIO) holding one encoded image, read from where it is."""
+    return _decode(file, where, reading)
+
+
+def _reading(invert: bool, reading: PictureReader | None) -> PictureReader:
+    return WholeImage(invert) if reading is None else reading
+
+
+def _decode(file: Path | BinaryIO, where: str, reading: PictureReader) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(file) as image:
             # JPEG can decode at 1/2..1/8 scale: a huge photo never exists at full size.
-            if image.mode in ("RGB", "L", "YCbCr"):
-                image.draft("L", _draft_size(image.size))
-            return image_to_array(image, invert=invert, where=where)
-    except InputError:
-        raise
+            reading.draft(image, _draft_size(image.size))
+            return reading.pil(image, where)
+    except InputError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise InputError(f"{where}: {exc}") from None
     except FileNotFoundError:
         raise InputError(f"{where}: no such file") from None
     except IsADirectoryError:

@@ -39,7 +39,7 @@ def image_schema(keys: tuple[str, ...], dtype: Any, status: bool) -> Schema:
 def _encoded(vae: VAE, images: np.ndarray, outputs: int) -> list[np.ndarray]:
     if not len(images):
         return [np.zeros((0, vae.latent_dim), np.float32)] * outputs
-    mu, logvar = vae.encode(images, batch_size=len(images))
+    mu, logvar = vae.encode(images, preprocess="none", batch_size=len(images))
     return [mu, logvar][:outputs]
 
 
@@ -56,20 +56,53 @@ def embed_results(
 
 
 def score_results(
-    vae: VAE, source: ImageSource, batch_size: int, k: int = 1, seed: int = 0
+    vae: VAE,
+    source: ImageSource,
+    batch_size: int,
+    k: int = 1,
+    seed: int = 0,
+    far: float | None = None,
 ) -> Iterator[ResultBatch]:
     """Per-image scores; the noise comes from one ``default_rng(seed)`` drawn batch after
-    batch, so the scores equal ``vae.score(all images, k=k, seed=seed)``."""
+    batch, so the scores equal ``vae.score(all images, k=k, seed=seed)``. ``far``: an OOD
+    score threshold; images above it are flagged "far_from_data" in ``source.reading``."""
     rng = np.random.default_rng(seed)
     for batch in source.rows(batch_size):
-        scores = vae.score(batch.images, k=k, rng=rng) if len(batch.images) else np.zeros(0)
+        scores = (
+            vae.score(batch.images, k=k, rng=rng, preprocess="none")
+            if len(batch.images)
+            else np.zeros(0)
+        )
+        if far is not None and len(batch.images) and source.reading is not None:
+            _flag_far(vae, batch, far, source)
         yield ResultBatch.of(batch, {"score": scores}, source.id_name)
+
+
+def _flag_far(vae: VAE, batch: SourceBatch, far: float, source: ImageSource) -> None:
+    """Flag the rows whose OOD score (docs/ood.md) is above ``far``: their score is still
+    written, but the user is told they are unlike anything the model was trained on."""
+    ood = vae.ood_score(batch.images, preprocess="none")
+    rows = [i for i, e in enumerate(batch.errors) if e is None]
+    for at in np.flatnonzero(ood > far):
+        row = rows[at]
+        name = batch.sources[row]
+        where = (
+            name if source.per_file or source.kind == "image" else f"{name}[{batch.indices[row]}]"
+        )
+        source.reading.flag(
+            where,
+            "far_from_data",
+            f"unlike the model's training images (OOD score {ood[at]:.2f} > {far:.2f}, "
+            "the threshold at 1% false positives); its score may mean little",
+        )
 
 
 def ood_results(vae: VAE, source: ImageSource, batch_size: int) -> Iterator[ResultBatch]:
     """The out-of-distribution score (docs/ood.md) of every row, as ``ood_score``."""
     for batch in source.rows(batch_size):
-        scores = vae.ood_score(batch.images) if len(batch.images) else np.zeros(0)
+        scores = (
+            vae.ood_score(batch.images, preprocess="none") if len(batch.images) else np.zeros(0)
+        )
         yield ResultBatch.of(batch, {"ood_score": scores}, source.id_name)
 
 
@@ -84,7 +117,9 @@ def reconstruct_results(
             break
         if limit is not None and done + len(batch) > limit:
             batch = _head(batch, limit - done)
-        recon = vae.reconstruct(batch.images) if len(batch.images) else batch.images
+        recon = (
+            vae.reconstruct(batch.images, preprocess="none") if len(batch.images) else batch.images
+        )
         done += len(batch)
         values = {"image": recon, "original": batch.images}
         yield ResultBatch.of(batch, values, source.id_name)

@@ -207,7 +207,8 @@ def run_embed_on_ray(args: argparse.Namespace) -> int:
             variant=args.variant,
             backend=args.backend,
             pool=pool,
-            invert=args.invert,
+            invert={"auto": "auto", "yes": True, "no": False}[args.invert],
+            preprocess=args.preprocess,
             skip_bad=args.skip_bad,
             logvar=args.logvar,
         )

@@ -65,6 +65,7 @@ class ImageSource:
     subfolders: list[Path] = field(default_factory=list)
     id_name: str | None = None  # a table's id column, carried to the outputs
     per_file: bool = False  # rows come from separate files (a folder or a list of files)
+    reading: Any = None  # the vae_runtime.reading.Reading its images go through
 
     def rows(self, batch_size: int = 256) -> Iterator[SourceBatch]:
         """Yield :class:`SourceBatch` es of at most ``batch_size`` rows, in order."""

@@ -44,12 +44,36 @@ def progress(args: argparse.Namespace, total: int | None, desc: str) -> Iterator
 
 
 def source_facts(source: ImageSource) -> dict[str, Any]:
-    """Skipped, ignored and unread entries of a source, for --json (names as data)."""
-    return {
+    """Skipped, ignored and unread entries of a source, and what preprocessing decided
+    and flagged, for --json (names as data)."""
+    facts = {
         "skipped": [{"file": data_name(p), "error": e} for p, e in source.skipped],
         "ignored": [data_name(p) for p in source.ignored],
         "subfolders_not_read": [data_name(p) for p in source.subfolders],
     }
+    if source.reading is not None:
+        facts["preprocessing"] = source.reading.summary()
+    return facts
+
+
+def reading_notes(source: ImageSource, verbose: bool) -> list[str]:
+    """Warnings for flagged images (no ink; far from the training data) and what the
+    polarity rule decided."""
+    reading = source.reading
+    if reading is None:
+        return []
+    shown = reading.notes if verbose else reading.notes[:LISTED]
+    lines = [f"warning: {n.where}: {n.message}" for n in shown]
+    if reading.flagged > len(shown):
+        lines.append(
+            f"warning: ... and {reading.flagged - len(shown)} more flagged (-v lists them)"
+        )
+    if reading.invert == "auto" and reading.inverted:
+        lines.append(
+            f"inverted {reading.inverted} of {reading.images} images: dark ink on light "
+            "paper, decided from their borders (--invert no keeps them as they are)"
+        )
+    return lines
 
 
 def source_notes(source: ImageSource, verbose: bool) -> list[str]:
@@ -88,5 +112,6 @@ def notes(args: argparse.Namespace, source: ImageSource) -> None:
     """Skipped/ignored inputs on stderr (not with -q or --json, which carry them)."""
     if getattr(args, "quiet", False) or getattr(args, "json", False):
         return
-    for line in source_notes(source, getattr(args, "verbose", False)):
+    verbose = getattr(args, "verbose", False)
+    for line in source_notes(source, verbose) + reading_notes(source, verbose):
         print(f"{PROG}: {line}" if not line.startswith("  ") else line, file=sys.stderr)

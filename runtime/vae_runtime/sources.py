@@ -14,6 +14,7 @@ lists it.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -25,11 +26,11 @@ import numpy as np
 from vae_format.errors import DataFileError
 from vae_format.idx import GZIP_MAGIC, iter_idx_images, iter_idx_stream, read_idx_header
 
-from .arrays import array_to_images, shape_problem
 from .errors import InputError
 from .folders import list_folder
-from .images import decode_image, image_to_array, is_pil, load_image
+from .images import decode_image, is_pil, load_image, read_file_object
 from .names import data_name, display_name
+from .reading import Reading
 from .records import ImageSource, SourceBatch, uniform_rows
 from .streams import Prefixed, read_npy_header
 
@@ -42,25 +43,67 @@ STDIN = "-"
 LIST_HINT = " (skip such files with skip_bad=True, or --skip-bad on the command line)"
 STDIN_IMAGE_LIMIT = 1 << 28  # one encoded image read from stdin: at most 256 MiB
 
-# What the public API accepts as images: an array, a PIL image, a path, or a list of those.
+# What the public API accepts as images: an array (or nested list), a PIL image, a path,
+# encoded bytes or an open binary file, or a list of those.
 Images: TypeAlias = "np.ndarray | PILImage.Image | str | os.PathLike[str] | Sequence[Any]"
 Paths: TypeAlias = "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]"
 
 
-def as_images(images: Images, invert: bool = False) -> np.ndarray:
+def as_images(images: Images, invert: bool = False, reading: Reading | None = None) -> np.ndarray:
     """``images`` as a C-contiguous float32 array (N, 1, 28, 28) in [0, 1].
 
-    ``invert=True`` maps v -> 1 - v, for dark ink on a light background.
+    ``reading``: the model's preprocessing and polarity (:mod:`vae_runtime.reading`); None
+    reads as before: the whole image fitted into 28x28, inverted (v -> 1 - v) when
+    ``invert`` (dark ink on a light background).
     """
+    reading = Reading(None, bool(invert)) if reading is None else reading
+    return _read(images, reading, "images")
+
+
+def _read(images: Any, reading: Reading, where: str) -> np.ndarray:
+    """:func:`as_images` of one input; ``where`` names it in notes (images[3])."""
     if type(images) is np.ndarray:  # first: the hot path of encode()
-        return array_to_images(images, invert)
+        return reading.arrays(images, where)
     if isinstance(images, (str, os.PathLike)):
-        return open_images(images, invert=invert).read()
+        return _open(images, reading, False, False, None, None).read()
     if is_pil(images):
-        return image_to_array(images, invert=invert)[None, None]
-    if isinstance(images, (list, tuple)) and images and all(_is_file_like(i) for i in images):
-        return np.concatenate([as_images(i, invert) for i in images])
-    return array_to_images(images, invert)
+        return reading.pil(images, where)[None, None]
+    if isinstance(images, (bytes, bytearray, memoryview)):
+        return _encoded(bytes(images), where, reading)[None, None]
+    if _is_binary_file(images):
+        return read_file_object(images, _file_name(images), reading)[None, None]
+    if isinstance(images, (list, tuple)) and images and _one_by_one(images):
+        return np.concatenate([_read(x, reading, f"{where}[{i}]") for i, x in enumerate(images)])
+    return reading.arrays(images, where)
+
+
+def _encoded(data: bytes, where: str, reading: Reading) -> np.ndarray:
+    try:
+        return decode_image(data, where, reading=reading)
+    except InputError as exc:
+        raise InputError(
+            f"raw bytes are read as an encoded image file (PNG, JPEG, ...): {exc}; "
+            "give pixel data as an array"
+        ) from None
+
+
+def _is_binary_file(obj: Any) -> bool:
+    return isinstance(obj, (io.BufferedIOBase, io.RawIOBase)) or (
+        hasattr(obj, "read") and hasattr(obj, "seek") and not isinstance(obj, io.TextIOBase)
+    )
+
+
+def _file_name(f: Any) -> str:
+    name = getattr(f, "name", None)
+    return display_name(name) if isinstance(name, (str, os.PathLike)) else type(f).__name__
+
+
+def _one_by_one(items: Sequence[Any]) -> bool:
+    """A list read item by item: it holds files, PIL images or bytes, or arrays (each an
+    image or a batch, in any layout); otherwise (numbers) it is one array."""
+    if any(_is_file_like(i) for i in items):
+        return True
+    return all(isinstance(i, np.ndarray) for i in items)
 
 
 def is_paths(images: Any) -> bool:
@@ -75,7 +118,11 @@ def is_paths(images: Any) -> bool:
 
 
 def _is_file_like(obj: Any) -> bool:
-    return isinstance(obj, (str, os.PathLike)) or is_pil(obj)
+    return (
+        isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview))
+        or is_pil(obj)
+        or _is_binary_file(obj)
+    )
 
 
 def open_images(
@@ -86,31 +133,48 @@ def open_images(
     recursive: bool = False,
     column: str | None = None,
     id_column: str | None = None,
+    reading: Reading | None = None,
 ) -> ImageSource:
     """An :class:`ImageSource` for ``path`` (or several paths, read one after the other);
     a file's kind is told by its content, not its name. ``-`` is standard input (an image,
     an IDX stream or a .npy). ``column`` / ``id_column``: for a Parquet table, the image
     column (default: the only one that can hold images) and a column of ids to carry to
-    the outputs (needs the ``parquet`` extra)."""
+    the outputs (needs the ``parquet`` extra). ``reading``: the model's preprocessing
+    (:mod:`vae_runtime.reading`, kept as ``source.reading``); None reads as before, with
+    ``invert``."""
+    reading = Reading(None, bool(invert)) if reading is None else reading
+    source = _open(path, reading, skip_bad, recursive, column, id_column)
+    source.reading = reading
+    return source
+
+
+def _open(
+    path: Paths,
+    reading: Reading,
+    skip_bad: bool,
+    recursive: bool,
+    column: str | None,
+    id_column: str | None,
+) -> ImageSource:
     if isinstance(path, (list, tuple)):
-        return _many(list(path), invert, skip_bad, recursive, column, id_column)
+        return _many(list(path), reading, skip_bad, recursive, column, id_column)
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"expected a path or a list of paths, got {type(path).__name__}")
     if os.fspath(path) == STDIN:
-        return _stdin(invert)
+        return _stdin(reading)
     path = Path(path)
     if path.is_dir():
-        return _folder(path, invert, skip_bad, recursive)
+        return _folder(path, reading, skip_bad, recursive)
     kind = _sniff(path)
     if kind == "npy":
-        return _npy(path, invert)
+        return _npy(path, reading)
     if kind == "idx":
-        return _idx(path, invert)
+        return _idx(path, reading)
     if kind == "parquet":
         from .tables import open_parquet
 
-        return open_parquet(path, column, id_column, invert=invert, skip_bad=skip_bad)
-    return _files([path], invert, skip_bad, path, "image")
+        return open_parquet(path, column, id_column, reading=reading, skip_bad=skip_bad)
+    return _files([path], reading, skip_bad, path, "image")
 
 
 def _sniff(path: Path) -> str:
@@ -149,7 +213,7 @@ def _kind(head: bytes) -> str:
     return "image"
 
 
-def _idx(path: Path, invert: bool) -> ImageSource:
+def _idx(path: Path, reading: Reading) -> ImageSource:
     try:
         count = read_idx_header(path).count
     except DataFileError as exc:
@@ -160,7 +224,7 @@ def _idx(path: Path, invert: bool) -> ImageSource:
         start = 0
         try:
             for chunk in iter_idx_images(path, bs):
-                yield uniform_rows(array_to_images(chunk, invert), name, start)
+                yield uniform_rows(reading.arrays(chunk, name), name, start)
                 start += len(chunk)
         except DataFileError as exc:  # the runtime's callers catch InputError
             raise InputError(str(exc)) from None
@@ -168,20 +232,16 @@ def _idx(path: Path, invert: bool) -> ImageSource:
     return ImageSource(path, "idx", count, rows)
 
 
-def _npy(path: Path, invert: bool) -> ImageSource:
+def _npy(path: Path, reading: Reading) -> ImageSource:
     where = display_name(path)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError, OverflowError) as exc:  # Overflow: negative dims
         raise InputError(f"{where}: not a readable .npy array ({exc})") from None
     # Check shape and dtype now, so a bad file fails before any work is done.
-    problem = shape_problem(array.shape)
-    if problem:
-        raise InputError(f"{where}: {problem}")
-    if array.shape == (28, 28):
-        array = array[None]
+    array = array.reshape(reading.batch_shape(array.shape, where))
     try:
-        array_to_images(array[:0])
+        reading.arrays(array[:0])
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
     name = data_name(path)
@@ -189,7 +249,7 @@ def _npy(path: Path, invert: bool) -> ImageSource:
     def rows(bs: int) -> Iterator[SourceBatch]:
         for start in range(0, len(array), bs):
             try:
-                images = array_to_images(np.asarray(array[start : start + bs]), invert)
+                images = reading.arrays(np.asarray(array[start : start + bs]), name)
             except InputError as exc:
                 raise InputError(f"{where}: images {start}..{start + bs - 1}: {exc}") from None
             yield uniform_rows(images, name, start)
@@ -197,19 +257,19 @@ def _npy(path: Path, invert: bool) -> ImageSource:
     return ImageSource(path, "npy", len(array), rows)
 
 
-def _folder(path: Path, invert: bool, skip_bad: bool, recursive: bool) -> ImageSource:
+def _folder(path: Path, reading: Reading, skip_bad: bool, recursive: bool) -> ImageSource:
     listing = list_folder(path, recursive)
     hint = (
         f" (in folder {display_name(path)}; skip such files with skip_bad=True, "
         "or --skip-bad on the command line)"
     )
-    source = _files(listing.files, invert, skip_bad, path, "folder", hint)
+    source = _files(listing.files, reading, skip_bad, path, "folder", hint)
     source.ignored, source.subfolders = listing.ignored, listing.subfolders
     return source
 
 
 def _files(
-    files: list[Path], invert: bool, skip_bad: bool, path: Path, kind: str, hint: str = ""
+    files: list[Path], reading: Reading, skip_bad: bool, path: Path, kind: str, hint: str = ""
 ) -> ImageSource:
     """Each file one image, batched."""
     source = ImageSource(path, kind, len(files), lambda bs: iter(()), per_file=kind != "image")
@@ -219,7 +279,7 @@ def _files(
             images, errors = [], []
             for file in files[start : start + bs]:
                 try:
-                    images.append(load_image(file, invert))
+                    images.append(load_image(file, reading=reading))
                     errors.append(None)
                 except InputError as exc:
                     if not skip_bad:
@@ -238,7 +298,7 @@ def _files(
 
 def _many(
     paths: list[Any],
-    invert: bool,
+    reading: Reading,
     skip_bad: bool,
     recursive: bool,
     column: str | None,
@@ -248,24 +308,20 @@ def _many(
     if not paths:
         raise InputError("no input given")
     if len(paths) == 1:
-        return open_images(
-            paths[0], invert, skip_bad, recursive=recursive, column=column, id_column=id_column
-        )
+        return _open(paths[0], reading, skip_bad, recursive, column, id_column)
     parts: list[ImageSource] = []
     run: list[Path] = []
     for p in paths:
-        one = open_images(
-            p, invert, skip_bad, recursive=recursive, column=column, id_column=id_column
-        )
+        one = _open(p, reading, skip_bad, recursive, column, id_column)
         if one.kind == "image":
             run.append(one.path)
             continue
         if run:
-            parts.append(_files(run, invert, skip_bad, run[0], "files", LIST_HINT))
+            parts.append(_files(run, reading, skip_bad, run[0], "files", LIST_HINT))
             run = []
         parts.append(one)
     if run:
-        parts.append(_files(run, invert, skip_bad, run[0], "files", LIST_HINT))
+        parts.append(_files(run, reading, skip_bad, run[0], "files", LIST_HINT))
     counts = [p.count for p in parts]
     count = -1 if min(counts) < 0 else sum(counts)
     source = ImageSource(Path(paths[0]), "files", count, lambda bs: iter(()), per_file=True)
@@ -287,7 +343,7 @@ def _many(
 # ---- standard input -------------------------------------------------------------------------
 
 
-def _stdin(invert: bool) -> ImageSource:
+def _stdin(reading: Reading) -> ImageSource:
     """Standard input: a .npy array or an IDX stream (gz or raw), streamed, or one image."""
     stream = sys.stdin.buffer
     head = stream.read(len(NPY_MAGIC))
@@ -301,14 +357,14 @@ def _stdin(invert: bool) -> ImageSource:
     if kind == "parquet":
         raise InputError("<stdin>: Parquet cannot be read from a stream; give the file's path")
     if kind == "npy":
-        return _npy_stream(f, invert)
+        return _npy_stream(f, reading)
     if kind == "idx":
 
         def idx_rows(bs: int) -> Iterator[SourceBatch]:
             start = 0
             try:
                 for chunk in iter_idx_stream(f, where, bs):
-                    yield uniform_rows(array_to_images(chunk, invert), STDIN, start)
+                    yield uniform_rows(reading.arrays(chunk, where), STDIN, start)
                     start += len(chunk)
             except DataFileError as exc:
                 raise InputError(str(exc)) from None
@@ -319,22 +375,18 @@ def _stdin(invert: bool) -> ImageSource:
         raise InputError(f"{where}: more than {STDIN_IMAGE_LIMIT >> 20} MiB for one image")
     if not data:
         raise InputError(f"{where}: no data")
-    image = decode_image(data, where, invert)
+    image = decode_image(data, where, reading=reading)
     return ImageSource(
         Path(STDIN), "stdin", 1, lambda bs: iter([uniform_rows(image[None, None], STDIN, 0)])
     )
 
 
-def _npy_stream(f: BinaryIO, invert: bool) -> ImageSource:
+def _npy_stream(f: BinaryIO, reading: Reading) -> ImageSource:
     where = "<stdin>"
     shape, dtype = read_npy_header(f, where)
-    problem = shape_problem(shape)
-    if problem:
-        raise InputError(f"{where}: {problem}")
-    if shape == (28, 28):
-        shape = (1, 28, 28)
+    shape = reading.batch_shape(shape, where)
     try:
-        array_to_images(np.zeros((0, *shape[1:]), dtype))
+        reading.arrays(np.zeros((0, *shape[1:]), dtype))
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
     row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
@@ -347,7 +399,7 @@ def _npy_stream(f: BinaryIO, invert: bool) -> ImageSource:
                 raise InputError(f"{where}: truncated .npy: header promises {shape[0]} images")
             chunk = np.frombuffer(data, dtype).reshape(n, *shape[1:])
             try:
-                images = array_to_images(chunk, invert)
+                images = reading.arrays(chunk, where)
             except InputError as exc:
                 raise InputError(f"{where}: images {start}..{start + n - 1}: {exc}") from None
             yield uniform_rows(images, STDIN, start)

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .arrays import PIXELS, array_to_images
+from .arrays import PIXELS
 from .errors import InputError
 from .images import decode_image
 from .names import data_name, display_name
+from .reading import Reading
 from .records import ImageSource, ResultBatch, Schema, SourceBatch, cast_values
 from .writers.base import Output
 
@@ -82,17 +83,22 @@ def pick_image_column(schema: pa.Schema, column: str | None, where: str) -> str:
 
 
 def decode_images(
-    array: pa.Array, where: str, start: int = 0, invert: bool = False
+    array: pa.Array,
+    where: str,
+    start: int = 0,
+    invert: bool = False,
+    reading: Reading | None = None,
 ) -> tuple[np.ndarray, list[str | None]]:
     """An image column's values as float32 (k, 1, 28, 28), with one error (or None) per
     row; the images are those of the rows without error, in order. ``start`` numbers the
-    rows in messages."""
+    rows in messages. ``reading``: the model's preprocessing (None: as before, ``invert``)."""
     pa = require_pyarrow()
+    reading = Reading(None, bool(invert)) if reading is None else reading
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     kind = image_kind(array.type)
     if kind == "pixels":
-        return _pixels(array, where, start, invert)
+        return _pixels(array, where, start, reading)
     if kind == "struct":
         array = array.field("bytes") if array.null_count == 0 else _struct_bytes(array)
     elif kind is None:
@@ -103,7 +109,7 @@ def decode_images(
             errors.append(f"{where}: row {start + i}: no image bytes")
             continue
         try:
-            images.append(decode_image(data, f"{where}: row {start + i}", invert))
+            images.append(decode_image(data, f"{where}: row {start + i}", reading=reading))
             errors.append(None)
         except InputError as exc:
             errors.append(str(exc))
@@ -119,7 +125,7 @@ def _struct_bytes(array: pa.Array) -> pa.Array:
 
 
 def _pixels(
-    array: pa.Array, where: str, start: int, invert: bool
+    array: pa.Array, where: str, start: int, reading: Reading
 ) -> tuple[np.ndarray, list[str | None]]:
     import pyarrow.compute as pc
 
@@ -135,7 +141,7 @@ def _pixels(
     else:
         flat = array.filter(pa_mask(good)).flatten().to_numpy(zero_copy_only=False)
     pixels = np.asarray(flat, np.uint8).reshape(-1, 28, 28)
-    return array_to_images(pixels, invert), errors
+    return reading.arrays(pixels, where), errors
 
 
 def pa_mask(mask: np.ndarray) -> pa.Array:
@@ -149,11 +155,13 @@ def open_parquet(
     *,
     invert: bool = False,
     skip_bad: bool = False,
+    reading: Reading | None = None,
 ) -> ImageSource:
     """A Parquet file as an :class:`ImageSource`, read ``batch_size`` rows at a time."""
     require_pyarrow()
     import pyarrow.parquet as pq
 
+    reading = Reading(None, bool(invert)) if reading is None else reading
     path = Path(path)
     where = display_name(path)
     try:
@@ -176,7 +184,7 @@ def open_parquet(
         wanted = [column] + ([id_column] if id_column else [])
         try:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=bs, columns=wanted):
-                images, errors = decode_images(batch.column(column), where, start, invert)
+                images, errors = decode_images(batch.column(column), where, start, reading=reading)
                 for error in errors:
                     if error is not None and not skip_bad:
                         raise InputError(f"{error} (skip such rows with --skip-bad)")

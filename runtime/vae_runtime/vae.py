@@ -29,6 +29,8 @@ from .errors import InputError
 from .generation import prior_latents, spans
 from .model_dir import check_graph, resolve_model_dir
 from .outputs import save_grid
+from .reading import Invert, Preprocess, Reading, resolve_spec
+from .records import ImageSource
 from .sampling import check_eps, clamp_logvar, eps_array, make_rng, reparameterize
 from .similarity import Neighbours, similar
 from .sources import Images, Paths, as_images, is_paths, open_images
@@ -173,6 +175,7 @@ class VAE:
             "latent_dim": self.latent_dim,
             "likelihood": copy.deepcopy(raw["likelihood"]),
             "format_version": self._manifest.format_version,
+            "preprocess": self.preprocess or "none",
             "model_dir": str(self._manifest.directory),
             "variant": self._variant,
             "variants": sorted(self._manifest.variants),
@@ -186,6 +189,52 @@ class VAE:
             if key in raw:
                 facts[key] = copy.deepcopy(raw[key])
         return facts
+
+    @property
+    def preprocess(self) -> dict[str, Any] | None:
+        """A copy of the manifest's preprocessing spec (docs/preprocessing.md); None: the
+        model declares none (format version 1, or "none"), images are read as before."""
+        return copy.deepcopy(dict(self._manifest.preprocess)) if self._manifest.preprocess else None
+
+    def reading(self, invert: Invert = "auto", preprocess: Preprocess = None) -> Reading:
+        """How a call reads raw images: the declared spec (or ``preprocess``: "none" or a
+        spec dict) and the polarity ("auto": decided per image from its border; True:
+        dark ink on light paper; False: light ink on dark). It counts what it decided."""
+        return Reading(resolve_spec(preprocess, self._manifest.preprocess), invert)
+
+    def open_images(
+        self,
+        paths: Paths,
+        *,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
+        skip_bad: bool = False,
+        recursive: bool = False,
+        column: str | None = None,
+        id_column: str | None = None,
+    ) -> ImageSource:
+        """:func:`vae_runtime.open_images` reading through this model's preprocessing;
+        ``source.reading`` then tells what was decided and flagged."""
+        return open_images(
+            paths,
+            skip_bad=skip_bad,
+            recursive=recursive,
+            column=column,
+            id_column=id_column,
+            reading=self.reading(invert, preprocess),
+        )
+
+    def prepare(
+        self, images: Images, *, invert: Invert = "auto", preprocess: Preprocess = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The model inputs the images become, float32 (N, 1, 28, 28), and per image what
+        was decided: ``{"inverted", "polarity", "border", "passthrough", "flags"}``
+        (flags: e.g. ["no_ink"]; empty lists when the model declares no preprocessing)."""
+        reading = self.reading(invert, preprocess)
+        reading.infos = []
+        x = as_images(images, reading=reading)
+        infos = reading.infos if not reading.legacy else [{} for _ in range(len(x))]
+        return x, infos
 
     @property
     def runs_on(self) -> dict[str, Any]:
@@ -226,32 +275,50 @@ class VAE:
         return outs
 
     def encode(
-        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+        self,
+        images: Images,
+        *,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
+        batch_size: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(mu, logvar) of the approximate posterior, float32 (N, L) each. Paths (files,
-        folders, IDX, .npy) are read in batches: memory holds one batch and the results."""
+        folders, IDX, .npy) are read in batches: memory holds one batch and the results.
+
+        Raw images go through the model's declared preprocessing (:meth:`prepare`);
+        ``invert``: "auto" (default) decides each image's polarity from its border, True /
+        False force it; ``preprocess="none"``: read as before (no decisions, the whole
+        image fitted into 28x28), e.g. for arrays already prepared elsewhere."""
         bs = self._batch(batch_size)
+        reading = self.reading(invert, preprocess)
         if is_paths(images):
-            mu, logvar = self._encode_paths(images, invert, bs, ENCODER_OUTPUTS)
+            mu, logvar = self._encode_paths(images, reading, bs, ENCODER_OUTPUTS)
             return mu, logvar
-        x = as_images(images, invert)
+        x = as_images(images, reading=reading)
         mu, logvar = self._run(self._encoder, ENCODER_OUTPUTS, "x", x, bs)
         return mu, logvar
 
     def embed(
-        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+        self,
+        images: Images,
+        *,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
+        batch_size: int | None = None,
     ) -> np.ndarray:
-        """The deterministic embedding: mu, float32 (N, L)."""
+        """The deterministic embedding: mu, float32 (N, L) (``invert``, ``preprocess``: as
+        in :meth:`encode`)."""
         if is_paths(images):  # streamed, keeping mu only
-            return self._encode_paths(images, invert, self._batch(batch_size), ["mu"])[0]
-        return self.encode(images, invert=invert, batch_size=batch_size)[0]
+            reading = self.reading(invert, preprocess)
+            return self._encode_paths(images, reading, self._batch(batch_size), ["mu"])[0]
+        return self.encode(images, invert=invert, preprocess=preprocess, batch_size=batch_size)[0]
 
     def _encode_paths(
-        self, paths: Paths, invert: bool, bs: int, names: list[str]
+        self, paths: Paths, reading: Reading, bs: int, names: list[str]
     ) -> list[np.ndarray]:
         """The encoder's outputs ``names`` for the images behind ``paths``, read one batch
         at a time into arrays sized from the source's count (no copy at the end)."""
-        source = open_images(paths, invert=invert)
+        source = open_images(paths, reading=reading)
         if source.count < 0:  # a stream of unknown length: batches joined at the end
             parts = [self._run(self._encoder, names, "x", x, bs) for x in source.batches(bs)]
             return list(_joined(parts, len(names), self.latent_dim))
@@ -264,7 +331,12 @@ class VAE:
         return [out[:done] for out in outs]
 
     def embed_iter(
-        self, batches: Iterable[Images], *, invert: bool = False, batch_size: int | None = None
+        self,
+        batches: Iterable[Images],
+        *,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
+        batch_size: int | None = None,
     ) -> Iterator[np.ndarray]:
         """Embed a stream of image batches lazily; yields one (n, L) array per chunk.
 
@@ -277,8 +349,9 @@ class VAE:
                 f"embed_iter takes an iterable of image batches, got {type(batches).__name__}; "
                 "for a path use vae.embed_iter(open_images(path).batches())"
             )
+        reading = self.reading(invert, preprocess)
         for item in batches:
-            x = as_images(item, invert)
+            x = as_images(item, reading=reading)
             for start in range(0, len(x), bs):
                 yield self._encoder.run(("mu",), {"x": x[start : start + bs]})[0]
 
@@ -288,7 +361,8 @@ class VAE:
         *,
         recursive: bool = False,
         skip_bad: bool = False,
-        invert: bool = False,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
         column: str | None = None,
         batch_size: int | None = None,
     ) -> Iterator[FileEmbedding]:
@@ -298,8 +372,13 @@ class VAE:
         yields a record whose ``embedding`` is None and whose ``error`` says why.
         ``column``: a Parquet file's image column (see :func:`open_images`)."""
         bs = self._batch(batch_size)
-        source = open_images(
-            paths, invert=invert, skip_bad=skip_bad, recursive=recursive, column=column
+        source = self.open_images(
+            paths,
+            invert=invert,
+            preprocess=preprocess,
+            skip_bad=skip_bad,
+            recursive=recursive,
+            column=column,
         )
         for batch in source.rows(bs):
             mu = (
@@ -421,28 +500,38 @@ class VAE:
         sample: bool = False,
         seed: int | None = None,
         rng: np.random.Generator | None = None,
-        invert: bool = False,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
         """decode(mu), or decode(a posterior sample) with ``sample=True``; (N, 1, 28, 28)."""
-        mu, logvar = self.encode(images, invert=invert, batch_size=batch_size)
+        mu, logvar = self.encode(
+            images, invert=invert, preprocess=preprocess, batch_size=batch_size
+        )
         z = self.sample(mu, logvar, seed=seed, rng=rng) if sample else mu
         return self.decode(z, batch_size=batch_size)
 
     def interpolate(
-        self, a: Images, b: Images, steps: int = 10, *, invert: bool = False
+        self,
+        a: Images,
+        b: Images,
+        steps: int = 10,
+        *,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
     ) -> np.ndarray:
         """Decode ``steps`` evenly spaced points from mu(a) to mu(b), both ends included;
         a and b are one image each. Returns (steps, 1, 28, 28)."""
         steps = checked_int(steps, "steps", minimum=2)
         check_fits(steps, IMAGE_BYTES + 4 * self.latent_dim, f"interpolate(steps={steps})")
         pair = []
+        reading = self.reading(invert, preprocess)
         for name, image in (("a", a), ("b", b)):
-            x = as_images(image, invert)
+            x = as_images(image, reading=reading)
             if len(x) != 1:
                 raise InputError(f"interpolate: {name} must be exactly one image, got {len(x)}")
             pair.append(x)
-        mu = self.embed(np.concatenate(pair))
+        mu = self.embed(np.concatenate(pair), preprocess="none")
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
         return self.decode((1.0 - t) * mu[0] + t * mu[1])
 
@@ -456,7 +545,8 @@ class VAE:
         seed: int | None = None,
         rng: np.random.Generator | None = None,
         eps: ArrayLike | None = None,
-        invert: bool = False,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
         """Per-image negative ELBO in nats (k=1), float64 (N,); lower is more likely.
@@ -471,12 +561,13 @@ class VAE:
         check_fits(k, IMAGE_BYTES + 8 * self.latent_dim, f"score(k={k}) for one image")
         # Rows sent to the decoder per chunk stay at batch_size however large k is.
         per_chunk = max(1, self._batch(batch_size) // k)
+        reading = self.reading(invert, preprocess)
         if is_paths(images):
-            source = open_images(images, invert=invert)
+            source = open_images(images, reading=reading)
             chunks: Iterable[np.ndarray] = source.batches(per_chunk)
             n = source.count
         else:
-            x = as_images(images, invert)
+            x = as_images(images, reading=reading)
             n = len(x)
             chunks = (x[i : i + per_chunk] for i in range(0, n, per_chunk))
         noise, draw = None, None
@@ -509,7 +600,7 @@ class VAE:
 
     def _score_chunk(self, xs: np.ndarray, e: np.ndarray, k: int) -> np.ndarray:
         """Scores of the images ``xs`` with the noise ``e`` (len(xs), k, L)."""
-        mu, logvar = self.encode(xs, batch_size=len(xs))
+        mu, logvar = self.encode(xs, preprocess="none", batch_size=len(xs))
         logvar = clamp_logvar(logvar)
         z = reparameterize(mu, logvar, e)
         x_hat = self.decode(z.reshape(-1, self.latent_dim), batch_size=len(xs) * k)
@@ -528,19 +619,29 @@ class VAE:
         return self._manifest.section("ood")
 
     def ood_statistics(
-        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+        self,
+        images: Images,
+        *,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
+        batch_size: int | None = None,
     ) -> dict[str, np.ndarray]:
         """The OOD score's statistics per image, float64 (N,) each, deterministic (z = mu):
         ``excess_nelbo`` (negative ELBO minus the likelihood's floor, nats) and
         ``pixel_entropy`` (nats). Needs no calibration."""
-        x = as_images(images, invert)
-        mu, logvar = self.encode(x, batch_size=batch_size)
+        x = as_images(images, reading=self.reading(invert, preprocess))
+        mu, logvar = self.encode(x, preprocess="none", batch_size=batch_size)
         x_hat = self.decode(mu, batch_size=batch_size)
         m = self._manifest
         return ood.statistics(x, mu, logvar, x_hat, m.likelihood, m.sigma)
 
     def ood_score(
-        self, images: Images, *, invert: bool = False, batch_size: int | None = None
+        self,
+        images: Images,
+        *,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
+        batch_size: int | None = None,
     ) -> np.ndarray:
         """Per-image out-of-distribution score, float64 (N,); higher = more anomalous.
 
@@ -550,7 +651,9 @@ class VAE:
         spread. Typical images score below 1 or 2. A model directory without the section
         raises ModelFormatError."""
         section = ood.section_of(self._manifest)
-        stats = self.ood_statistics(images, invert=invert, batch_size=batch_size)
+        stats = self.ood_statistics(
+            images, invert=invert, preprocess=preprocess, batch_size=batch_size
+        )
         return ood.score(stats, section)
 
     def is_ood(
@@ -558,14 +661,16 @@ class VAE:
         images: Images,
         *,
         fpr: float = 0.05,
-        invert: bool = False,
+        invert: Invert = "auto",
+        preprocess: Preprocess = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
         """Boolean (N,): ``ood_score`` above the threshold calibrated at false-positive rate
         ``fpr`` (one of the section's rates: 0.01, 0.02, 0.05, 0.1) on held-out
         in-distribution images."""
         limit = self.ood_threshold(fpr)
-        return self.ood_score(images, invert=invert, batch_size=batch_size) > limit
+        scores = self.ood_score(images, invert=invert, preprocess=preprocess, batch_size=batch_size)
+        return scores > limit
 
     def ood_threshold(self, fpr: float = 0.05) -> float:
         """The ``ood_score`` above which :meth:`is_ood` flags an image at rate ``fpr``."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, as Pillow's convert("L")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal
 OTSU_BINS = 256
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,12 @@ def _unit_float(a: np.ndarray) -> np.ndarray:
 def decode(
     image: PILImage.Image, max_side: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A PIL image (any mode Pillow reads, EXIF orientation applied) as (grey, alpha).
+    """A PIL image (any mode Pillow reads, EXIF orientation applied) as (grey, alpha)."""
+    return grey_alpha(pixels(readable(image, max_side)))
+
+
+def readable(image: PILImage.Image, max_side: int | None = None) -> PILImage.Image:
+    """``image`` upright (EXIF orientation) in a mode :func:`pixels` reads.
 
     ``max_side``: the spec's reduce.max_side; a JPEG larger than twice that is decoded at
     a reduced scale (libjpeg's 1/2..1/8 DCT scaling, still >= 2 x max_side), which the
@@ -119,15 +125,22 @@ def decode(
         image.draft(image.mode, (int(np.ceil(image.width * k)), int(np.ceil(image.height * k))))
     image = ImageOps.exif_transpose(image)
     mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return grey_alpha(np.asarray(image, dtype=np.uint16))
     if mode in ("I", "F"):
         raise InputError(f"{mode}-mode (32-bit) images are not accepted; save as 8 or 16 bit")
+    if mode in SIXTEEN_BIT:
+        return image
     if mode == "P" or "transparency" in image.info:
-        image = image.convert("RGBA")
-    elif mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in mode else "RGB")
-    return grey_alpha(np.asarray(image))
+        return image.convert("RGBA")
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        return image.convert("RGBA" if "A" in mode else "RGB")
+    return image
+
+
+def pixels(image: PILImage.Image) -> np.ndarray:
+    """The pixels of a :func:`readable` image (or of a crop of one) as an array."""
+    if image.mode in SIXTEEN_BIT:
+        return np.asarray(image, dtype=np.uint16)
+    return np.asarray(image)
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
@@ -150,8 +163,15 @@ def prepare(
         grey = composite(grey, alpha, spec["alpha"], invert)
     if grey.shape == size:
         return _passthrough(grey, spec, invert)
+    return prepare_reduced(_reduce(grey, spec["reduce"]["max_side"]), spec, invert)
 
-    x = _reduce(grey, spec["reduce"]["max_side"])
+
+def prepare_reduced(
+    x: np.ndarray, spec: dict[str, Any], invert: bool | Literal["auto"] = "auto"
+) -> Prepared:
+    """The steps after alpha and the reduction (float64 ``x``, at most reduce.max_side a
+    side): shared by :func:`prepare` and the strip-wise reading of large files."""
+    size = tuple(spec["size"])
     border = border_statistic(x, spec["polarity"])
     inverted = border > spec["polarity"]["threshold"] if invert == "auto" else bool(invert)
     if inverted:
@@ -221,14 +241,30 @@ def composite(grey: np.ndarray, alpha: np.ndarray, rule: str, invert: bool | str
     """Alpha composited onto black, white, or (rule "ink") the background the ink implies:
     white when the drawn pixels are dark on average, black otherwise. A forced ``invert``
     fixes it: True means dark ink, so white paper."""
-    g, a = grey.astype(np.float64), alpha.astype(np.float64)
+    paper = forced_paper(rule, invert)
+    if paper is None:
+        a = alpha.astype(np.float64)
+        paper = ink_paper(a.sum(), (a * grey.astype(np.float64)).sum())
+    return onto_paper(grey, alpha, paper)
+
+
+def forced_paper(rule: str, invert: bool | str) -> float | None:
+    """The paper colour the rule or a forced ``invert`` fixes; None: the ink decides."""
     if rule == "white" or (rule == "ink" and invert is True):
-        paper = 1.0
-    elif rule == "black" or (rule == "ink" and invert is False):
-        paper = 0.0
-    else:
-        covered = a.sum()
-        paper = 1.0 if covered > 0 and (a * g).sum() / covered < 0.5 else 0.0
+        return 1.0
+    if rule == "black" or (rule == "ink" and invert is False):
+        return 0.0
+    return None
+
+
+def ink_paper(covered: float, ink_sum: float) -> float:
+    """White paper when the drawn pixels (alpha sum ``covered``, alpha x grey sum
+    ``ink_sum``) are dark on average, else black."""
+    return 1.0 if covered > 0 and ink_sum / covered < 0.5 else 0.0
+
+
+def onto_paper(grey: np.ndarray, alpha: np.ndarray, paper: float) -> np.ndarray:
+    g, a = grey.astype(np.float64), alpha.astype(np.float64)
     return (g * a + paper * (1.0 - a)).astype(np.float32)
 
 

@@ -24,7 +24,8 @@ from vae_format.preprocess_spec import SpecError, validate
 from .arrays import SIDE, array_to_images, check_kind, shape_problem
 from .errors import InputError
 from .images import image_to_array
-from .preprocess import Prepared, decode, grey_alpha, passthrough_batch, prepare
+from .large_images import prepare_file
+from .preprocess import Prepared, grey_alpha, passthrough_batch, prepare
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -168,8 +169,9 @@ class Reading:
         if self.legacy:
             return image_to_array(image, invert=bool(self.invert), where=where)
         assert self.spec is not None
-        grey, alpha = decode(image, self.spec["reduce"]["max_side"])
-        return self._prepare(grey, alpha, where)
+        prepared = prepare_file(image, self.spec, self.invert)
+        self._count(prepared, where)
+        return prepared.image
 
     def draft(self, image: PILImage.Image, today: tuple[int, int]) -> None:
         """Let a JPEG decode at a reduced scale: to ``today`` (the legacy reading's size)

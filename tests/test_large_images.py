@@ -91,9 +91,7 @@ def test_a_large_file_goes_through_the_strips(tmp_path, monkeypatch) -> None:
     calls = []
     real = large_images.area_rows
     monkeypatch.setattr(large_images, "LARGE_PIXELS", 1000)
-    monkeypatch.setattr(
-        large_images, "area_rows", lambda *a: calls.append(a[1:3]) or real(*a)
-    )
+    monkeypatch.setattr(large_images, "area_rows", lambda *a: calls.append(a[1:3]) or real(*a))
     after = vae.embed(path)
     assert calls == [(700, 199)]  # 700 rows -> round(700 * 256 / 900)
     np.testing.assert_array_equal(after, before)

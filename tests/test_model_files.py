@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -121,9 +122,7 @@ def _manifest_text(d: Path) -> str:
     ("edit", "words"),
     [
         (
-            lambda t: t.replace(
-                '"format_version": 1,', '"format_version": 2, "format_version": 1,', 1
-            ),
+            lambda t: re.sub(r'("format_version": \d+,)', r'"format_version": 99, \1', t, count=1),
             ("'format_version' appears twice",),
         ),
         (
@@ -145,7 +144,9 @@ def _manifest_text(d: Path) -> str:
     ids=["duplicate-key", "huge-int", "nan", "infinity", "overflow", "surrogate", "bom"],
 )
 def test_json_oddities_are_refused(model: Path, edit, words) -> None:
-    (model / "manifest.json").write_text(edit(_manifest_text(model)), encoding="utf-8")
+    text = _manifest_text(model)
+    assert edit(text) != text, "the edit found nothing to change in manifest.json"
+    (model / "manifest.json").write_text(edit(text), encoding="utf-8")
     message = refused(model, "manifest.json", *words)
     assert "not readable JSON" in message
 

@@ -343,3 +343,27 @@ def test_score_flags_images_far_from_the_training_data(model, tmp_path):
     assert summary["images"] == 6
     run = vae_run("score", "noise.npy", "--model", str(model), cwd=tmp_path)
     assert run.stderr.count("unlike the model's training images") == len(far)
+
+
+@pytest.mark.parametrize("transparency", [None, b"x", 0, (1, 2, 3)])
+@pytest.mark.parametrize(
+    "mode", ["1", "L", "La", "LA", "P", "PA", "RGB", "RGBa", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"]
+)
+def test_every_pil_mode_and_transparency_is_read_or_refused_in_one_line(
+    vae: VAE, mode: str, transparency: object
+) -> None:
+    """Found by the API fuzz: premultiplied modes (La) and transparency values Pillow cannot
+    apply (bytes on an L image) raised ValueError / TypeError from inside Pillow."""
+    image = Image.new(mode, (40, 30))
+    if transparency is not None:
+        image.info["transparency"] = transparency
+    try:
+        assert vae.embed(image).shape == (1, vae.latent_dim)
+    except InputError as exc:
+        assert f"cannot convert image mode {mode}" in str(exc)
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 5), (7, 0)])
+def test_an_image_without_pixels_is_refused(vae: VAE, size: tuple[int, int]) -> None:
+    with pytest.raises(InputError, match="image has no pixels"):
+        vae.embed(Image.new("1", size))

@@ -54,8 +54,6 @@ def prepare_file(
     max_side = spec["reduce"]["max_side"]
     image = readable(image, max_side)
     w, h = image.size
-    if w * h == 0:
-        raise InputError(f"image has no pixels ({h}, {w})")
     k = max_side / max(h, w)
     m = max(1, int(np.floor(h * k + 0.5)))  # the reduced height, as the whole-image path
     limit = LARGE_PIXELS if large_pixels is None else large_pixels

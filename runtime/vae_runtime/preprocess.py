@@ -28,6 +28,7 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, as Pillow's convert("L")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal
 OTSU_BINS = 256
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+READ_AS_IS = ("L", "LA", "RGB", "RGBA")  # modes pixels() reads without a conversion
 
 
 @dataclass(frozen=True)
@@ -123,17 +124,29 @@ def readable(image: PILImage.Image, max_side: int | None = None) -> PILImage.Ima
     if max_side and image.format == "JPEG" and max(image.size) > 2 * max_side:
         k = 2 * max_side / max(image.size)
         image.draft(image.mode, (int(np.ceil(image.width * k)), int(np.ceil(image.height * k))))
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"image has no pixels ({image.width}x{image.height})")
     image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode in ("I", "F"):
         raise InputError(f"{mode}-mode (32-bit) images are not accepted; save as 8 or 16 bit")
-    if mode in SIXTEEN_BIT:
+    if mode in SIXTEEN_BIT or (mode in READ_AS_IS and "transparency" not in image.info):
         return image
-    if mode == "P" or "transparency" in image.info:
-        return image.convert("RGBA")
-    if mode not in ("L", "LA", "RGB", "RGBA"):
-        return image.convert("RGBA" if "A" in mode else "RGB")
-    return image
+    try:
+        return image.convert(_readable_mode(mode, "transparency" in image.info))
+    except (ValueError, TypeError, KeyError, IndexError, OSError) as exc:
+        # Pillow's own refusals of odd mode/transparency pairs (LAB with transparency, ...)
+        info = " with transparency" if "transparency" in image.info else ""
+        raise InputError(f"cannot convert image mode {mode}{info} ({exc})") from None
+
+
+def _readable_mode(mode: str, transparency: bool) -> str:
+    """The mode a Pillow image is converted to before :func:`pixels`."""
+    if mode in ("1", "L", "La", "LA", "I;16") and (transparency or mode in ("La", "LA")):
+        return "LA"  # grey with alpha (La is premultiplied: Pillow converts it straight)
+    if transparency or mode in ("P", "PA", "RGBa") or "A" in mode:
+        return "RGBA"
+    return "L" if mode == "1" else "RGB"
 
 
 def pixels(image: PILImage.Image) -> np.ndarray:

@@ -27,6 +27,14 @@ from vae_format.atomic import check_output, save_npy
 from vae_format.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 
 from . import __version__
+from .cli_types import (  # int_list is also vae-export's
+    count_list,
+    int_at_least,
+    int_list,
+    positive_int,
+    precision_list,
+    seed_int,
+)
 from .engines import DEFAULT_ENGINE, ENGINES
 from .errors import InputError, VAEError
 from .jobs import (
@@ -67,25 +75,6 @@ INVERT_CHOICES: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": Fals
 
 
 # ---- shared options -------------------------------------------------------------------------
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-positive_int = int_at_least(1)
-seed_int = int_at_least(0)
 
 
 def model_options() -> argparse.ArgumentParser:
@@ -759,43 +748,6 @@ def _ood_score_row(result: dict[str, Any]) -> str:
         f"{result['ood_score_auroc']:.5f} (at FPR {result['ood_score_fpr_at']:g}: test "
         f"FPR {result['ood_score_test_fpr']:.4f}, TPR {result['ood_score_test_tpr']:.4f})"
     )
-
-
-def int_list(text: str) -> list[int]:
-    """An argparse type: comma-separated integers >= 1 (batch sizes)."""
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("batch sizes must be >= 1")
-    return sizes
-
-
-def precision_list(text: str) -> list[str]:
-    """An argparse type: comma-separated OpenVINO precisions."""
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [n for n in names if n not in ("f32", "bf16")]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(
-            f"expected f32 and/or bf16 (comma-separated), got {text!r}"
-        )
-    return names
-
-
-def count_list(text: str) -> list[int]:
-    """An argparse type: comma-separated integers >= 0."""
-    try:
-        counts = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not counts or min(counts) < 0:
-        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
-    return counts
 
 
 def add_bench(p: argparse.ArgumentParser) -> None:

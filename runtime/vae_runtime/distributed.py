@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import ray.data
 
+    from .vae import VAE
+
 EXTRA_HINT = "pip install 'vae-onnx[ray]'"
 IO_CPUS = 0.25  # what a read or write task asks for: they wait on files, not on cores
 ROWS_PER_BLOCK = 8192
@@ -308,6 +310,20 @@ def read_image_parquet(
 _PLACE = "\x00row"  # stands for a row's name in decode errors until the row is known
 
 
+def _actor_vae(model: str | None, variant: str | None, backend: str, pool: ActorPool) -> VAE:
+    """The VAE an actor builds once, sized by the pool (threads, device, batch size)."""
+    from .vae import VAE
+
+    return VAE(
+        model,
+        variant=variant,
+        backend=backend,
+        threads=pool.threads,
+        providers=_providers(pool.device),
+        batch_size=pool.batch_size,
+    )
+
+
 class _Embedder:
     """An actor of the pool: one VAE, built once, embedding batch after batch."""
 
@@ -324,16 +340,7 @@ class _Embedder:
         skip_bad: bool,
         logvar: bool,
     ) -> None:
-        from .vae import VAE
-
-        self.vae = VAE(
-            model,
-            variant=variant,
-            backend=backend,
-            threads=pool.threads,
-            providers=_providers(pool.device),
-            batch_size=pool.batch_size,
-        )
+        self.vae = _actor_vae(model, variant, backend, pool)
         self.column, self.keys = column, keys
         self.invert, self.skip_bad, self.logvar = invert, skip_bad, logvar
         self.schema = embed_schema(keys, self.vae.latent_dim, logvar)
@@ -431,16 +438,7 @@ class _Generator:
         seed: int,
         dtype: str,
     ) -> None:
-        from .vae import VAE
-
-        self.vae = VAE(
-            model,
-            variant=variant,
-            backend=backend,
-            threads=pool.threads,
-            providers=_providers(pool.device),
-            batch_size=pool.batch_size,
-        )
+        self.vae = _actor_vae(model, variant, backend, pool)
         self.seed = seed
         self.schema = image_schema(GENERATED_KEYS, dtype, status=False)
 

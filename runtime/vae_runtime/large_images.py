@@ -59,13 +59,16 @@ def prepare_file(
     limit = LARGE_PIXELS if large_pixels is None else large_pixels
     if w * h <= limit or k >= 1 or m >= h:
         return prepare(*grey_alpha(pixels(image)), spec, invert)
-    rows = _composited_rows(image, spec["alpha"], invert)
-    x = area_rows(rows, h, m, w, max(1, STRIP_PIXELS // w))
+    strip = max(1, STRIP_PIXELS // w)
+    rows = _composited_rows(image, spec["alpha"], invert, strip)
+    x = area_rows(rows, h, m, w, strip)
     return prepare_reduced(resize(x, (m, max(1, int(np.floor(w * k + 0.5))))), spec, invert)
 
 
-def _composited_rows(image: PILImage.Image, rule: str, invert: bool | str) -> Rows:
-    """Rows of ``image`` as grey with alpha composited as the whole-image path does."""
+def _composited_rows(image: PILImage.Image, rule: str, invert: bool | str, strip: int) -> Rows:
+    """Rows of ``image`` as grey with alpha composited as the whole-image path does. The
+    "ink" rule's paper colour needs the whole image's sums first: one pass of ``strip``
+    rows at a time over the decoded image before the rows are handed out."""
     w, h = image.size
 
     def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -74,8 +77,8 @@ def _composited_rows(image: PILImage.Image, rule: str, invert: bool | str) -> Ro
     paper = forced_paper(rule, invert)
     if paper is None and image.mode in ("LA", "RGBA"):
         covered = ink = 0.0
-        for r0 in range(0, h, max(1, STRIP_PIXELS // w)):
-            grey, alpha = read(r0, min(h, r0 + max(1, STRIP_PIXELS // w)))
+        for r0 in range(0, h, strip):
+            grey, alpha = read(r0, min(h, r0 + strip))
             a = np.ones(grey.shape) if alpha is None else alpha.astype(np.float64)
             covered += a.sum()
             ink += (a * grey.astype(np.float64)).sum()

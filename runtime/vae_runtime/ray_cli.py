@@ -23,6 +23,7 @@ from typing import Any
 from vae_format.atomic import check_output_folder
 from vae_format.atomic_dir import staged_dir
 
+from .cli_types import positive_float, positive_int
 from .distributed import (
     IO_CPUS,
     ActorPool,
@@ -53,33 +54,20 @@ def ray_options() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on Ray: alone, a local Ray for this job; 'auto' or HOST:PORT, a cluster",
     )
-    group.add_argument("--actors", type=_positive(int), metavar="N", help="actor pool size")
+    group.add_argument("--actors", type=positive_int, metavar="N", help="actor pool size")
     group.add_argument(
         "--cpus-per-actor",
-        type=_positive(float),
+        type=positive_float,
         metavar="F",
         help="CPUs Ray reserves per actor (default 0.5 x --threads)",
     )
     group.add_argument(
-        "--gpus-per-actor", type=_positive(float), metavar="F", help="with --device cuda (0.5)"
+        "--gpus-per-actor", type=positive_float, metavar="F", help="with --device cuda (0.5)"
     )
     group.add_argument(
-        "--cpus", type=_positive(int), metavar="N", help="CPUs of the local Ray (default all)"
+        "--cpus", type=positive_int, metavar="N", help="CPUs of the local Ray (default all)"
     )
     return parent
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
 
 
 @contextmanager

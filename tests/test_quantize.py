@@ -92,6 +92,51 @@ def test_shipped_int8_variant_within_its_tolerance(model_dir: Path, data_dir: Pa
     assert np.abs(vae.decode(z) - x_hat_t).mean() <= bound
 
 
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_int8_variant_passes_verify(model_dir: Path, data_dir: Path) -> None:
+    """The rows `vae-export verify --variant int8` checks (single images, batches, uniform
+    noise, prior draws), which the quantizer now holds every recipe to."""
+    from vae_export.verify import check_model_dir
+
+    report = check_model_dir(model_dir, data_dir, variant="int8")
+    assert report.ok, report.format()
+    assert {r.inputs for r in report.rows} >= {"test images", "uniform noise", "N(0,I)"}
+
+
+@pytest.mark.slow
+def test_a_recipe_off_verify_tolerance_is_passed_over(
+    model: Path, data_dir: Path, monkeypatch
+) -> None:
+    """Within the ELBO budget is not enough: the first encoder recipe, made to miss the
+    mean-abs tolerance on verify's rows, is passed over for the next one, and the manifest
+    records why."""
+    real = q._worst_mean_abs
+    calls = []
+
+    def first_encoder_recipe_misses(check, role, session, probe):
+        calls.append(role)
+        worst = real(check, role, session, probe)
+        return 0.5 if calls == ["encoder"] else worst
+
+    monkeypatch.setattr(q, "_worst_mean_abs", first_encoder_recipe_misses)
+    info = q.add_int8_variant(model, data_dir, calibration_size=200, eval_size=300)
+    encoder = info["recipes"]["encoder"]
+    assert list(encoder["tried"])[0] == q.RECIPES[0] != encoder["recipe"]
+    assert encoder["tried"][q.RECIPES[0]]["mean_abs"] == 0.5
+    assert encoder["tried"][encoder["recipe"]]["mean_abs"] <= q.INT8_TOLERANCE["mean_abs"]
+
+
+def test_encoder_calibration_holds_a_share_of_noise(model: Path, data_dir: Path) -> None:
+    from vae_export import variant
+
+    check = variant.prepare(model, data_dir, "quantize", eval_size=10, seed=0)
+    x = q._calibration_data(check, data_dir, 2000, seed=0)["encoder"]
+    # digits are mostly exact 0s: a row with no zero pixel is one of the noise images
+    noisy = (x != 0).all(axis=(1, 2, 3))
+    assert abs(noisy.mean() - q.NOISE_SHARE) < 0.02
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
 @pytest.mark.parametrize(
     ("arch", "role", "ops"),
     [

@@ -26,7 +26,10 @@ AVX-512 VNNI; figures in docs/performance.md):
   of the uint8 tensor with 0 or 255 (mask_as_min), 4x cheaper than a quantized Mul. ORT
   int8 decoder 64k -> 78k images per CPU-second at batch 256 (same ELBO change to 4
   decimals: the same quantized arithmetic).
-* Per-channel int8 weights, uint8 activations, MinMax calibration, QDQ format, as before.
+* Per-channel int8 weights, uint8 activations, QDQ format, as before. Activation ranges
+  from the 0.001st to the 99.999th percentile of the calibration data instead of its min
+  and max: one extreme calibration image no longer coarsens every other image's steps
+  (mnist-conv-z2's logvar on single test images: mean abs 0.082 -> 0.018 from PyTorch).
 
 Recipes, fastest first: "int8" (everything above), "int8-float-last" (the final layer in
 float), "int8-float-outputs" (int8 weights and inputs, float outputs: precise, not fast).
@@ -36,6 +39,8 @@ for the float conv1 (measured ~10% faster on the encoder). See SESSION.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +64,7 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # merged phase grid's border mask (a uint8 Min after quantization, mask_as_min).
 FOLDED_OPS = ("Relu", "Concat")
 RECIPES: tuple[str, ...] = ("int8", "int8-float-last", "int8-float-outputs")
+CALIBRATION_PERCENTILE = 99.999  # activation ranges: this percentile and its mirror
 # What the int8 graphs need from an ONNX Runtime session (recorded in the manifest).
 SESSION = {"min_optimization": "extended", "optimization": "all"}
 
@@ -375,18 +381,29 @@ def quantize_graph(src: Path, dst: Path, name: str, data: np.ndarray, recipe: st
         overrides = _relu_ranges(model, name, data)
         if overrides:
             extra["TensorQuantOverrides"] = overrides
-        quantize_static(
-            str(staged), str(dst), _Batches(name, data), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=[*QUANTIZED_OPS, *FOLDED_OPS, *masks], per_channel=True,
-            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
-            extra_options=extra,
-        )  # fmt: skip
+        extra["CalibPercentile"] = CALIBRATION_PERCENTILE
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
+            _quantize_static(staged, dst, name, data, exclude, masks, extra)
     if rewrites["merged_phase_convs"]:
         quantized = onnx.load(str(dst))
         if mask_as_min(quantized):
             onnx.save(quantized, str(dst))
     return {"float_nodes": sorted(exclude), **rewrites}
+
+
+def _quantize_static(
+    staged: Path, dst: Path, name: str, data: np.ndarray, exclude: list[str],
+    masks: list[str], extra: dict[str, Any],
+) -> None:  # fmt: skip
+    # One batch: ORT's percentile collector stacks each tensor's per-batch outputs, which
+    # fails on a shorter last batch (and it keeps them all in memory anyway).
+    quantize_static(
+        str(staged), str(dst), _Batches(name, data, batch=len(data)), quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=[*QUANTIZED_OPS, *FOLDED_OPS, *masks], per_channel=True,
+        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=exclude,
+        extra_options=extra,
+    )  # fmt: skip
 
 
 def relus_between_qdq(model: onnx.ModelProto) -> list[str]:

@@ -121,7 +121,7 @@ def test_a_recipe_off_verify_tolerance_is_passed_over(
     monkeypatch.setattr(q, "_worst_mean_abs", first_encoder_recipe_misses)
     info = q.add_int8_variant(model, data_dir, calibration_size=200, eval_size=300)
     encoder = info["recipes"]["encoder"]
-    assert list(encoder["tried"])[0] == q.RECIPES[0] != encoder["recipe"]
+    assert next(iter(encoder["tried"])) == q.RECIPES[0] != encoder["recipe"]
     assert encoder["tried"][q.RECIPES[0]]["mean_abs"] == 0.5
     assert encoder["tried"][encoder["recipe"]]["mean_abs"] <= q.INT8_TOLERANCE["mean_abs"]
 

@@ -51,11 +51,11 @@ web-figure: $(DEV_VENV)/.installed
 # time: docs/training.md); each manifest records the exact commands below. The schedules were
 # chosen on the validation split (issue 20); EMA weights (decay 0.999) are exported.
 artifacts: $(DEV_VENV)/.installed
-	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset mnist --epochs 300 --kl-warmup 10 --ema 0.999 $(TRAIN_FLAGS) --out runs/mnist-conv-z20-e300
+	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset mnist --epochs 300 --kl-warmup 10 --ema 0.9998 --patience 20 $(TRAIN_FLAGS) --out runs/mnist-conv-z20-ema9998
 	$(BIN)/vae-train --arch mlp --latent-dim 20 --dataset mnist --epochs 200 --ema 0.999 $(TRAIN_FLAGS) --out runs/mnist-mlp-z20-e200
 	$(BIN)/vae-train --arch conv --latent-dim 2 --dataset mnist --epochs 150 --kl-warmup 10 --ema 0.999 --precision bf16 $(TRAIN_FLAGS) --out runs/mnist-conv-z2-e150
 	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset fashion-mnist --epochs 150 --kl-warmup 10 --ema 0.999 --precision bf16 $(TRAIN_FLAGS) --out runs/fashion-mnist-conv-z20-e150
-	$(BIN)/vae-export runs/mnist-conv-z20-e300 --out artifacts/mnist-conv-z20 --data-dir $(DATA_DIR) --evaluate 100
+	$(BIN)/vae-export runs/mnist-conv-z20-ema9998 --out artifacts/mnist-conv-z20 --data-dir $(DATA_DIR) --evaluate 100
 	$(BIN)/vae-export runs/mnist-mlp-z20-e200 --out artifacts/mnist-mlp-z20 --data-dir $(DATA_DIR) --evaluate 100
 	$(BIN)/vae-export runs/mnist-conv-z2-e150 --out artifacts/mnist-conv-z2 --data-dir $(DATA_DIR) --evaluate 100
 	$(BIN)/vae-export runs/fashion-mnist-conv-z20-e150 --out artifacts/fashion-mnist-conv-z20 --data-dir $(DATA_DIR) --evaluate 100

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from vae_export import ExportError
+from vae_export.cli import _print_quality
 from vae_export.cli import main as export_main
+from vae_export.exporter import quality
+from vae_export.held_out import validation_quality
 from vae_format.idx import read_idx_header
 from vae_runtime import VAE
 from vae_runtime.bench import format_report, run_bench, write_synthetic_idx
@@ -94,6 +98,56 @@ def test_evaluate_cli_refuses_missing_data(model_dir_factory, tmp_path: Path, ca
     code = run_main(["evaluate", str(model_dir_factory("mlp", 2)), "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not found" in err[0]
+
+
+def test_validation_figures_hold_the_queries_out_of_the_index(
+    model_dir_factory, data_dir: Path
+) -> None:
+    """The k-NN index is the run's training images only: were the validation images in it,
+    each would find itself and 1-NN would score 100%."""
+    vae = VAE(model_dir_factory("mlp", 2))
+    settings = {"dataset": "mnist", "val_size": 300, "seed": 3, "limit_train": 2000}
+    got = validation_quality(vae, settings, data_dir, neighbours=1)
+    images, labels = load_split(data_dir, "mnist", "train")
+    images, labels = images[:2000], labels[:2000]
+    held = np.sort(np.random.default_rng(3).permutation(2000)[:300])  # vae-train's split
+    kept = np.setdiff1d(np.arange(2000), held)
+    x = lambda idx: images[idx, None].astype(np.float32) / 255.0  # noqa: E731
+    assert got is not None and got["images"] == 300 and "--seed 3" in got["split"]
+    want = knn_accuracy(vae.embed(x(kept)), labels[kept], vae.embed(x(held)), labels[held], 1)
+    assert got["knn_accuracy"] == want
+    assert (
+        knn_accuracy(vae.embed(x(np.arange(2000))), labels, vae.embed(x(held)), labels[held], 1)
+        == 1.0
+    )
+    assert want < 1.0
+    eps = np.random.default_rng(0).standard_normal((300, 2), np.float32)
+    assert got["nelbo"] == pytest.approx(float(vae.score(x(held), eps=eps).mean()), rel=1e-6)
+
+
+def test_quality_has_validation_figures_only_for_a_run_that_held_images_out(
+    model_dir_factory, data_dir: Path
+) -> None:
+    vae = VAE(model_dir_factory("mlp", 2))
+    plain = {"dataset": "mnist", "seed": 1, "limit_train": 1000}
+    assert "validation" not in quality(vae, plain, data_dir, k=1)
+    with_val = quality(vae, {**plain, "val_size": 200}, data_dir, k=1)
+    assert with_val["validation"]["images"] == 200
+    with pytest.raises(ExportError, match="seed is not recorded"):
+        validation_quality(vae, {"dataset": "mnist", "val_size": 200}, data_dir)
+
+
+def test_export_prints_the_quality_it_recorded(capsys) -> None:
+    q = {"test_nelbo": 95.5, "knn_accuracy": 0.97, "ood_dataset": "fashion-mnist"}
+    q["ood_auroc"] = 0.99
+    _print_quality({**q, "validation": {"images": 5000, "nelbo": 93.3, "knn_accuracy": 0.981}})
+    _print_quality(q)  # --evaluate 1: no IW bound, no validation split
+    out = capsys.readouterr().out.splitlines()
+    assert "test negative ELBO 95.500, 5-NN 97.00%" in out[0] and "IW" not in out[0]
+    assert (
+        out[1] == "validation (5000 images held out in training): negative ELBO 93.300, 5-NN 98.10%"
+    )
+    assert len(out) == 3
 
 
 def test_synthetic_idx_is_valid(tmp_path: Path) -> None:

@@ -119,14 +119,23 @@ def run_export(args: argparse.Namespace) -> int:
     print(parity.format_table(result.parity))
     if "ood" in result.manifest:
         _print_ood(result.manifest["ood"])
-    q = result.manifest.get("quality")
-    if q:
-        print(
-            f"quality: test negative ELBO {q['test_nelbo']:.3f}, IW bound (k={q['iw_k']}) "
-            f"{q['test_iw_bound']:.3f}, 5-NN {100 * q['knn_accuracy']:.2f}%, OOD AUROC "
-            f"vs {q['ood_dataset']} {q['ood_auroc']:.5f}"
-        )
+    if "quality" in result.manifest:
+        _print_quality(result.manifest["quality"])
     return 0
+
+
+def _print_quality(q: dict[str, Any]) -> None:
+    iw = f", IW bound (k={q['iw_k']}) {q['test_iw_bound']:.3f}" if "iw_k" in q else ""
+    print(
+        f"quality: test negative ELBO {q['test_nelbo']:.3f}{iw}, 5-NN "
+        f"{100 * q['knn_accuracy']:.2f}%, OOD AUROC vs {q['ood_dataset']} {q['ood_auroc']:.5f}"
+    )
+    if "validation" in q:
+        v = q["validation"]
+        print(
+            f"validation ({v['images']} images held out in training): negative ELBO "
+            f"{v['nelbo']:.3f}, 5-NN {100 * v['knn_accuracy']:.2f}%"
+        )
 
 
 def _print_ood(section: dict[str, Any]) -> None:

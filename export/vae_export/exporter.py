@@ -19,6 +19,7 @@ from vae_export import flops, graphs, manifest, parity, shared_weights, validate
 from vae_export.builder import ModelDirBuilder, check_target, new_model_dir
 from vae_export.data import prior_latents, sample_test_images
 from vae_export.errors import ExportError
+from vae_export.held_out import validation_quality
 from vae_export.model_source import CHECKPOINT_FILES, CHECKPOINT_SUBDIR, run_checkpoint
 from vae_export.ood_calibration import calibrate_ood
 from vae_format.ood import SECTION as OOD_SECTION
@@ -110,8 +111,8 @@ def export_model_dir(
             section = {**calibrate_ood(builder.load(), ckpt.config, data_dir), "command": command}
             builder.set_section(OOD_SECTION, section)
         if evaluate_k:
-            dataset = ckpt.config.get("dataset", "mnist")
-            builder.set_section("quality", quality(builder.load(), dataset, data_dir, evaluate_k))
+            section = quality(builder.load(), ckpt.config, data_dir, evaluate_k)
+            builder.set_section("quality", section)
     doc = builder.manifest.to_dict()
     return ExportResult(out_dir, doc, rows + lik_rows, time.perf_counter() - t0)
 
@@ -213,14 +214,23 @@ def _graph_sections(exported: _Graphs, ckpt: Checkpoint) -> dict[str, dict[str, 
     }
 
 
-def quality(vae: VAE, dataset: str, data_dir: str | Path, k: int) -> dict[str, Any]:
-    """The torch-free evaluator's figures (test ELBO, IW bound, 5-NN, OOD AUROC)."""
+def quality(
+    vae: VAE, settings: dict[str, Any], data_dir: str | Path, k: int
+) -> dict[str, Any]:
+    """The torch-free evaluator's figures (test ELBO, IW bound, 5-NN, OOD AUROC), and the
+    ELBO and 5-NN on the run's validation split when it held one out."""
+    dataset = settings.get("dataset") or "mnist"
     ood = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}.get(dataset)
     try:
         result = evaluate(vae, data_dir, dataset, k=k, seed=0, neighbours=5, ood_dataset=ood)
+        validation = validation_quality(vae, settings, data_dir)
     except VAEError as exc:
         raise ExportError(f"evaluation failed: {exc}") from None
-    return {"evaluator": "vae-run evaluate", **result}
+    return {"evaluator": "vae-run evaluate", **result, **_keyed("validation", validation)}
+
+
+def _keyed(key: str, value: Any) -> dict[str, Any]:
+    return {} if value is None else {key: value}
 
 
 def _run_dir(ckpt_dir: Path) -> Path | None:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from vae_export.builder import changed_model_dir
-from vae_export.errors import ExportError
-from vae_format.datasets import find_file, get_spec, read_split, validation_split
+from vae_export.held_out import split_indices, training_images
+from vae_format.datasets import find_file, get_spec, read_split
 from vae_format.ood import SECTION
 from vae_runtime import VAE, ood
 from vae_runtime.evaluate import ood_score_figures
@@ -36,7 +36,7 @@ def calibrate_ood(vae: VAE, settings: Mapping[str, Any], data_dir: str | Path) -
     """The ``ood`` section for ``vae``, trained on ``settings["dataset"]`` with the run's
     ``val_size``, ``seed`` and ``limit_train`` (as a checkpoint's config records them)."""
     dataset = settings.get("dataset") or "mnist"
-    train = read_split(dataset, "train", data_dir).images[: settings.get("limit_train")]
+    train = training_images(settings, data_dir)[0]
     fit_idx, holdout_idx, seen = _samples(len(train), settings)
     source = {"dataset": dataset, "split": "train"}
     fit_info = {
@@ -71,9 +71,7 @@ def _samples(count: int, settings: Mapping[str, Any]) -> tuple[Any, Any, bool]:
     """(fit indices, holdout indices, whether the holdout was seen in training)."""
     val_size = int(settings.get("val_size") or 0)
     if val_size >= MIN_VALIDATION:
-        if "seed" not in settings:
-            raise ExportError("the run's seed is not recorded: cannot find its validation split")
-        val_idx, train_idx = validation_split(count, val_size, int(settings["seed"]))
+        val_idx, train_idx = split_indices(count, settings)
         return train_idx[:FIT_IMAGES], val_idx, False
     held = min(HOLDOUT_IMAGES, count // 3)
     return list(range(min(FIT_IMAGES, count - held))), list(range(count - held, count)), True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ import torch
 from vae_export import ExportError
 from vae_export.cli import _print_quality
 from vae_export.cli import main as export_main
-from vae_export.exporter import quality
 from vae_export.held_out import validation_quality
+from vae_export.quality import quality
 from vae_format.idx import read_idx_header
 from vae_runtime import VAE
 from vae_runtime.bench import format_report, run_bench, write_synthetic_idx
@@ -22,6 +23,9 @@ from vae_runtime.evaluate import auroc, evaluate, knn_accuracy, load_split
 from vae_train.checkpoint import load_checkpoint
 from vae_train.losses import negative_elbo
 from vae_train.models import reparameterize
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
 
 
 def brute_knn(index, labels, queries, qlabels, k):
@@ -135,6 +139,29 @@ def test_quality_has_validation_figures_only_for_a_run_that_held_images_out(
     assert with_val["validation"]["images"] == 200
     with pytest.raises(ExportError, match="seed is not recorded"):
         validation_quality(vae, {"dataset": "mnist", "val_size": 200}, data_dir)
+
+
+def test_vae_export_evaluate_records_validation_figures(capsys, tmp_path, data_dir, tree_bytes):
+    """`vae-export evaluate` rewrites a shipped directory's quality section whole (or, on bad
+    input, leaves it untouched): the test figures as recorded at export, plus the figures on
+    the validation split its run held out."""
+    target = tmp_path / "mlp"
+    shutil.copytree(REPO / "artifacts" / "mnist-mlp-z20", target)
+    before, recorded = tree_bytes(target), VAE(target).manifest["quality"]
+    assert export_main(["evaluate", str(target), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vae-export: error: ") and "nowhere" in err[0]
+    assert tree_bytes(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlp"]
+    assert export_main(["evaluate", str(target), "--data-dir", str(data_dir), "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "validation (5000 images held out in training)" in out
+    got = VAE(target).manifest["quality"]
+    assert got["test_nelbo"] == pytest.approx(recorded["test_nelbo"], abs=1e-6)
+    assert got["knn_accuracy"] == recorded["knn_accuracy"] and got["iw_k"] == 2
+    assert got["validation"]["images"] == 5000 and "--seed 1" in got["validation"]["split"]
+    # A trained model's figures (mismatched images and labels would give about 10%).
+    assert got["validation"]["knn_accuracy"] > 0.95
+    assert abs(got["validation"]["nelbo"] - got["test_nelbo"]) < 2.0
 
 
 def test_export_prints_the_quality_it_recorded(capsys) -> None:
@@ -264,10 +291,6 @@ def test_bench_compare_refuses_bad_lists(capsys) -> None:
         assert exc.value.code == 2 and words in capsys.readouterr().err
     assert run_main(["bench", "--precision", "f32,bf16", "--cold-start", "0"]) == 2
     assert "several only with --compare" in capsys.readouterr().err
-
-
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(p.parent for p in (REPO / "artifacts").glob("*/manifest.json"))
 
 
 @pytest.mark.slow

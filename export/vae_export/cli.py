@@ -1,5 +1,6 @@
 """``vae-export``: a training run -> a validated ONNX model directory, and the subcommands
-that re-check (verify), extend (quantize, fp16, ood), measure (bench) or draw (figures) one.
+that re-check (verify), extend (quantize, fp16, ood), evaluate, measure (bench) or draw
+(figures) one.
 
 As in ``vae-run``, each subcommand is an entry in SUBCOMMANDS: a function that adds its
 arguments and one that runs it and returns the exit status. The runners import the
@@ -26,6 +27,7 @@ from vae_format.errors import VAEError
 from vae_format.extras import EXPORT_MODULES, missing_train_extra
 from vae_format.signals import EXIT_TERMINATED, Terminated, sigterm_raises
 from vae_runtime.cli import Subcommand, int_list
+from vae_runtime.cli_types import positive_int
 
 PROG = "vae-export"
 DEFAULT_DATA_DIR = os.environ.get("VAE_ONNX_DATA_DIR", "data")
@@ -163,6 +165,26 @@ def run_ood(args: argparse.Namespace) -> int:
     section = add_ood_calibration(args.model_dir, args.data_dir, command=args.command_line)
     print(f"added the ood calibration to {args.model_dir}")
     _print_ood(section)
+    return 0
+
+
+# ---- evaluate -------------------------------------------------------------------------------
+
+
+def add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", type=Path)
+    add_data_dir(p, "folder with the model's dataset (and the other one, for OOD AUROC)")
+    p.add_argument(
+        "--k", type=positive_int, default=100, help="samples of the IW bound (default 100)"
+    )
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from vae_export.quality import add_quality
+
+    section = add_quality(args.model_dir, args.data_dir, args.k)
+    print(f"wrote the quality section of {args.model_dir}")
+    _print_quality(section)
     return 0
 
 
@@ -387,6 +409,14 @@ SUBCOMMANDS = [
         (),
         add_ood,
         run_ood,
+    ),
+    Subcommand(
+        "evaluate",
+        "evaluate a model directory torch-free (test figures, and validation figures when "
+        "its run held a split out) and record them as its quality section",
+        (),
+        add_evaluate,
+        run_evaluate,
     ),
     Subcommand(
         "bench",

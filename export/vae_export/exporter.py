@@ -19,13 +19,10 @@ from vae_export import flops, graphs, manifest, parity, shared_weights, validate
 from vae_export.builder import ModelDirBuilder, check_target, new_model_dir
 from vae_export.data import prior_latents, sample_test_images
 from vae_export.errors import ExportError
-from vae_export.held_out import validation_quality
 from vae_export.model_source import CHECKPOINT_FILES, CHECKPOINT_SUBDIR, run_checkpoint
 from vae_export.ood_calibration import calibrate_ood
+from vae_export.quality import quality
 from vae_format.ood import SECTION as OOD_SECTION
-from vae_runtime import VAE
-from vae_runtime.errors import VAEError
-from vae_runtime.evaluate import evaluate
 from vae_train.architectures import get_architecture
 from vae_train.checkpoint import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, Checkpoint
 
@@ -212,25 +209,6 @@ def _graph_sections(exported: _Graphs, ckpt: Checkpoint) -> dict[str, dict[str, 
         }
         for role in ROLES
     }
-
-
-def quality(
-    vae: VAE, settings: dict[str, Any], data_dir: str | Path, k: int
-) -> dict[str, Any]:
-    """The torch-free evaluator's figures (test ELBO, IW bound, 5-NN, OOD AUROC), and the
-    ELBO and 5-NN on the run's validation split when it held one out."""
-    dataset = settings.get("dataset") or "mnist"
-    ood = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}.get(dataset)
-    try:
-        result = evaluate(vae, data_dir, dataset, k=k, seed=0, neighbours=5, ood_dataset=ood)
-        validation = validation_quality(vae, settings, data_dir)
-    except VAEError as exc:
-        raise ExportError(f"evaluation failed: {exc}") from None
-    return {"evaluator": "vae-run evaluate", **result, **_keyed("validation", validation)}
-
-
-def _keyed(key: str, value: Any) -> dict[str, Any]:
-    return {} if value is None else {key: value}
 
 
 def _run_dir(ckpt_dir: Path) -> Path | None:

@@ -15,8 +15,18 @@ import numpy as np
 
 from vae_export.errors import ExportError
 from vae_format.datasets import read_split, validation_split
+from vae_format.manifest import Manifest
 from vae_runtime import VAE
 from vae_runtime.evaluate import held_out_figures
+
+
+def run_settings(manifest: Manifest) -> dict[str, Any]:
+    """A model directory's training settings, with its dataset's name, as a checkpoint's
+    config records them."""
+    return {
+        **(manifest.section("training") or {}).get("settings", {}),
+        "dataset": (manifest.section("dataset") or {}).get("name"),
+    }
 
 
 def training_images(settings: Mapping[str, Any], data_dir: str | Path) -> tuple[Any, Any]:

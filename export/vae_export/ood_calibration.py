@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_export.builder import changed_model_dir
-from vae_export.held_out import split_indices, training_images
+from vae_export.held_out import run_settings, split_indices, training_images
 from vae_format.datasets import find_file, get_spec, read_split
 from vae_format.ood import SECTION
 from vae_runtime import VAE, ood
@@ -93,10 +93,7 @@ def add_ood_calibration(
     through the builder: the directory changes whole or not at all."""
     with changed_model_dir(Path(model_dir)) as builder:
         manifest = builder.manifest
-        settings = {
-            **(manifest.section("training") or {}).get("settings", {}),
-            "dataset": (manifest.section("dataset") or {}).get("name"),
-        }
+        settings = run_settings(manifest)
         section = calibrate_ood(builder.load(), settings, data_dir)
         section["command"] = command
         builder.set_section(SECTION, section)

@@ -5,6 +5,7 @@ on an existing directory by ``vae-export evaluate``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ SECTION = "quality"
 OTHER_DATASET = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
 
-def quality(vae: VAE, settings: dict[str, Any], data_dir: str | Path, k: int) -> dict[str, Any]:
+def quality(vae: VAE, settings: Mapping[str, Any], data_dir: str | Path, k: int) -> dict[str, Any]:
     """The section for ``vae``, trained with ``settings`` (a checkpoint's config)."""
     dataset = settings.get("dataset") or "mnist"
     ood = OTHER_DATASET.get(dataset)

@@ -21,6 +21,7 @@ from vae_export.data import prior_latents, sample_test_images
 from vae_export.errors import ExportError
 from vae_export.model_source import CHECKPOINT_FILES, CHECKPOINT_SUBDIR, run_checkpoint
 from vae_export.ood_calibration import calibrate_ood
+from vae_export.quality import SECTION as QUALITY_SECTION
 from vae_export.quality import quality
 from vae_format.ood import SECTION as OOD_SECTION
 from vae_train.architectures import get_architecture
@@ -109,7 +110,7 @@ def export_model_dir(
             builder.set_section(OOD_SECTION, section)
         if evaluate_k:
             section = quality(builder.load(), ckpt.config, data_dir, evaluate_k)
-            builder.set_section("quality", section)
+            builder.set_section(QUALITY_SECTION, section)
     doc = builder.manifest.to_dict()
     return ExportResult(out_dir, doc, rows + lik_rows, time.perf_counter() - t0)
 

@@ -12,18 +12,18 @@ from typing import Any
 from vae_export.builder import changed_model_dir
 from vae_export.errors import ExportError
 from vae_export.held_out import run_settings, validation_quality
+from vae_export.ood_calibration import REFERENCE
 from vae_runtime import VAE
 from vae_runtime.errors import VAEError
 from vae_runtime.evaluate import evaluate
 
 SECTION = "quality"
-OTHER_DATASET = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
 
 def quality(vae: VAE, settings: Mapping[str, Any], data_dir: str | Path, k: int) -> dict[str, Any]:
     """The section for ``vae``, trained with ``settings`` (a checkpoint's config)."""
     dataset = settings.get("dataset") or "mnist"
-    ood = OTHER_DATASET.get(dataset)
+    ood = REFERENCE.get(dataset)  # the other dataset, as in the OOD calibration
     try:
         result = evaluate(vae, data_dir, dataset, k=k, seed=0, neighbours=5, ood_dataset=ood)
         validation = validation_quality(vae, settings, data_dir)

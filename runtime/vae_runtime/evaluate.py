@@ -84,6 +84,13 @@ def ood_score_figures(vae: VAE, inside: np.ndarray, outside: np.ndarray) -> dict
     }
 
 
+def one_sample_nelbo(vae: VAE, x: np.ndarray, seed: int) -> np.ndarray:
+    """Per-image negative ELBO with one explicit draw of eps from ``default_rng(seed)``, so
+    the figure can be reproduced outside (e.g. in torch)."""
+    eps = np.random.default_rng(seed).standard_normal((len(x), vae.latent_dim), np.float32)
+    return vae.score(x, eps=eps)
+
+
 def held_out_figures(
     vae: VAE,
     images: np.ndarray,
@@ -98,12 +105,11 @@ def held_out_figures(
     (N, 28, 28) kept out of training, with the images trained on as the k-NN index: the
     figures a training recipe is chosen by."""
     x = _as_float(images)
-    eps = np.random.default_rng(seed).standard_normal((len(x), vae.latent_dim), np.float32)
     out: dict[str, Any] = {"images": len(x), "seed": seed}
-    out["nelbo"] = float(vae.score(x, eps=eps).mean())
+    out["nelbo"] = float(one_sample_nelbo(vae, x, seed).mean())
     if neighbours:
-        index = vae.embed(_as_float(index_images))
         out["knn_k"] = neighbours
+        index = vae.embed(_as_float(index_images))
         out["knn_accuracy"] = knn_accuracy(index, index_labels, vae.embed(x), labels, neighbours)
     return out
 
@@ -127,10 +133,8 @@ def evaluate(
     test_images, test_labels = load_split(data_dir, dataset, "test")
     test_x = _as_float(test_images[:limit])
     test_labels = test_labels[:limit]
-    # One explicit draw of eps, so the figure can be reproduced outside (e.g. in torch).
-    eps = np.random.default_rng(seed).standard_normal((len(test_x), vae.latent_dim), np.float32)
     say("scoring the test set")
-    scores = vae.score(test_x, eps=eps)
+    scores = one_sample_nelbo(vae, test_x, seed)
     out: dict[str, Any] = {
         "dataset": dataset,
         "test_images": len(test_x),
@@ -152,11 +156,8 @@ def evaluate(
     if ood_dataset:
         say(f"out-of-distribution scores on {ood_dataset}")
         ood_x = _as_float(load_split(data_dir, ood_dataset, "test")[0][:limit])
-        ood_eps = np.random.default_rng(seed + 1).standard_normal(
-            (len(ood_x), vae.latent_dim), np.float32
-        )
         out["ood_dataset"] = ood_dataset
-        out["ood_auroc"] = auroc(scores, vae.score(ood_x, eps=ood_eps))
+        out["ood_auroc"] = auroc(scores, one_sample_nelbo(vae, ood_x, seed + 1))
         if vae.ood_calibration is not None:
             say("out-of-distribution score (docs/ood.md)")
             out.update(ood_score_figures(vae, test_x, ood_x))

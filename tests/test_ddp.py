@@ -11,25 +11,37 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from vae_train import distributed
 from vae_train.checkpoint import load_train_state
+from vae_train.distributed import DistributedError, World, wants_cuda
 from vae_train.trainer import TrainConfig, Trainer, TrainingError
 
 # 2,048 images in global batches of 411: five steps an epoch, the last of 404 images, so
-# the two slices of a batch differ in size (206/205, then 202/202).
+# the two slices of a batch differ in size (206/205, then 202/202). On the CPU under gloo,
+# on a machine with GPUs too.
 SETTINGS = dict(
-    arch="conv", epochs=2, batch_size=411, limit_train=2048, limit_test=200, seed=3, threads=1
+    arch="conv",
+    epochs=2,
+    batch_size=411,
+    limit_train=2048,
+    limit_test=200,
+    seed=3,
+    threads=1,
+    device="cpu",
 )
 VARIANTS = {
     "fp32": {},
@@ -255,20 +267,67 @@ def test_no_rank_left_running(ddp_runs) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "match"),
+    ("env", "args", "match"),
     [
-        ({"RANK": "3", "WORLD_SIZE": "2"}, "inconsistent torchrun environment"),
-        ({"RANK": "one", "WORLD_SIZE": "2"}, "$RANK must be an integer"),
+        ({"RANK": "3", "WORLD_SIZE": "2"}, [], "inconsistent torchrun environment"),
+        ({"RANK": "one", "WORLD_SIZE": "2"}, [], "$RANK must be an integer"),
+        (
+            {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"},
+            [],
+            "LOCAL_RANK=2, LOCAL_WORLD_SIZE=2",
+        ),
+        # more ranks on this node than GPUs (none here, or one on a one-GPU machine)
+        (
+            {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"},
+            ["--device", "cuda"],
+            "--device cuda",
+        ),
     ],
 )
 def test_bad_torchrun_environment_is_one_line(
-    env: dict[str, str], match: str, data_dir: Path, tmp_path: Path, monkeypatch, capsys
+    env: dict[str, str],
+    args: list[str],
+    match: str,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch,
+    capsys,
 ) -> None:
     from vae_train import cli
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert cli.main(cli_args(data_dir, tmp_path / "run")) == 2
+    assert cli.main([*cli_args(data_dir, tmp_path / "run"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vae-train: error: ") and match in err[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "chosen"),
+    [
+        ("auto", 0, "cpu"),
+        ("auto", 1, "cpu"),  # two ranks cannot share one GPU under NCCL: gloo on the CPU
+        ("auto", 2, "cuda:1"),
+        ("cpu", 2, "cpu"),
+        ("cuda", 2, "cuda:1"),
+        ("cuda", 1, "2 ranks on this node but torch sees 1 CUDA device(s)"),
+        ("cuda", 0, "torch sees no CUDA device"),
+    ],
+)
+def test_a_distributed_world_trains_on_one_device_per_rank(
+    device: str, gpus: int, chosen: str, monkeypatch
+) -> None:
+    """Every rank of a node decides alike from its node's GPU count, never a GPU per rank
+    that does not exist (torch's 'invalid device ordinal' stack trace, seen on a 1-GPU
+    machine with two ranks before)."""
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: gpus)
+    world = World(rank=1, size=2, local_rank=1, local_size=2)
+    if chosen.startswith(("cpu", "cuda:")):
+        picked = replace(world, cuda=wants_cuda(device, world))
+        assert picked.device("cuda" if gpus else "cpu") == chosen
+    else:
+        with pytest.raises(DistributedError, match=re.escape(chosen)):
+            wants_cuda(device, world)
+    assert World().device("cuda") == "cuda"  # a world of one keeps the trainer's choice

@@ -11,7 +11,7 @@ rank 0's checkpoint writes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,8 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # ranks on this node (torchrun's LOCAL_WORLD_SIZE)
+    cuda: bool = False  # a distributed world's choice, made once by init_world for every rank
 
     @property
     def is_main(self) -> bool:
@@ -36,10 +38,11 @@ class World:
         return self.size > 1
 
     def device(self, name: str) -> str:
-        """The device this rank trains on: its own GPU under NCCL, else ``name``."""
-        if self.distributed and name == "cuda":
-            return f"cuda:{self.local_rank}"
-        return name
+        """The device this rank trains on: its own GPU under NCCL, the CPU under gloo, else
+        ``name`` (a world of one)."""
+        if not self.distributed:
+            return name
+        return f"cuda:{self.local_rank}" if self.cuda else "cpu"
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of ``tensor`` over every rank (in place; a float64 CPU tensor under gloo)."""
@@ -75,9 +78,33 @@ def world_from_env() -> World:
     size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", 0)
-    if size < 1 or not 0 <= rank < size or local < 0:
-        raise DistributedError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={size}")
-    return World(rank, size, local)
+    local_size = _env_int("LOCAL_WORLD_SIZE", size)
+    if size < 1 or not 0 <= rank < size or not 0 <= local < local_size:
+        raise DistributedError(
+            f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={size}, "
+            f"LOCAL_RANK={local}, LOCAL_WORLD_SIZE={local_size}"
+        )
+    return World(rank, size, local, local_size)
+
+
+def wants_cuda(device: str, world: World) -> bool:
+    """Whether every rank of ``world`` trains on its own GPU. ``auto`` takes CUDA only when this
+    node has a GPU for each of its ranks (two ranks cannot share one under NCCL), so every rank
+    decides alike; ``cuda`` with too few GPUs is refused rather than failing inside torch."""
+    if device == "cpu":
+        return False
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "auto":
+        return gpus >= world.local_size
+    if gpus == 0:
+        raise DistributedError("--device cuda was asked for, but torch sees no CUDA device")
+    if gpus < world.local_size:
+        raise DistributedError(
+            f"--device cuda: {world.local_size} ranks on this node but torch sees {gpus} CUDA "
+            f"device(s); start at most {gpus} per node (torchrun --nproc-per-node {gpus}) "
+            "or train with --device cpu"
+        )
+    return True
 
 
 def init_world(device: str) -> World:
@@ -85,14 +112,14 @@ def init_world(device: str) -> World:
     world = world_from_env()
     if not world.distributed:
         return world
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    cuda = wants_cuda(device, world)
     if cuda:
         torch.cuda.set_device(world.local_rank)
     try:
         dist.init_process_group("nccl" if cuda else "gloo")
     except (RuntimeError, ValueError) as exc:
         raise DistributedError(f"cannot join the torchrun process group: {exc}") from None
-    return world
+    return replace(world, cuda=cuda)
 
 
 def close_world(world: World) -> None:

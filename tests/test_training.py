@@ -775,3 +775,25 @@ def test_resume_refuses_a_latest_pointer_leading_elsewhere(
     with pytest.raises(TrainingError, match=match) as err:
         tr.resume()
     assert str(latest) in str(err.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_runs_repeat_and_resume_bit_for_bit(
+    precision: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """A seeded CUDA run is as reproducible as a CPU one: without deterministic kernels two
+    3-epoch runs of one seed differed by 4e-4 in their weights on an H100."""
+    kw: dict[str, object] = dict(
+        arch="conv", device="cuda", precision=precision, ema=0.9, limit_train=2048
+    )
+    first = train(config(data_dir, **kw), tmp_path / "a")
+    assert first.device.type == "cuda" and torch.are_deterministic_algorithms_enabled()
+    train(config(data_dir, **kw), tmp_path / "b")
+    assert_same_weights(latest_dir(tmp_path / "a"), latest_dir(tmp_path / "b"))
+    train(config(data_dir, epochs=1, **kw), tmp_path / "part")
+    tr = Trainer(config(data_dir, **kw), tmp_path / "part", progress=False)
+    tr.resume()
+    tr.fit(log=quiet)
+    assert_same_weights(latest_dir(tmp_path / "part"), latest_dir(tmp_path / "a"))

@@ -442,20 +442,28 @@ def test_fallback_runs_on_cpu_with_a_warning(conv_dir, monkeypatch):
     assert vae.info["providers"] == ["CPUExecutionProvider"]
 
 
-def test_silent_cpu_fallback_by_onnxruntime_is_reported(conv_dir, monkeypatch):
-    """If ORT is asked for CUDA that then fails to start, the session lands on CPU: warn."""
-    monkeypatch.setattr(
-        providers_mod,
-        "available_providers",
-        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    )
+def test_silent_cpu_fallback_by_onnxruntime_is_reported(conv_dir, monkeypatch, capsys):
+    """If ORT is asked for CUDA that then fails to start, the session lands on CPU: warn, and
+    keep ORT's own fallback banner off stdout. Where CUDA works, a GPU that does not exist
+    makes it fail for real; elsewhere this build is made to list CUDA."""
+    providers: object = "cuda"
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = [("CUDAExecutionProvider", {"device_id": 99}), "CPUExecutionProvider"]
+    else:
+        monkeypatch.setattr(
+            providers_mod,
+            "available_providers",
+            lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vae = VAE(conv_dir, providers="cuda", threads=1)
-    assert any(
-        issubclass(w.category, ProviderWarning) and "runs on" in str(w.message) for w in caught
-    )
+        vae = VAE(conv_dir, providers=providers, threads=1)
+    reported = [str(w.message) for w in caught if issubclass(w.category, ProviderWarning)]
+    assert reported and all("runs on CPUExecutionProvider" in m for m in reported)
     assert vae.info["providers"] == ["CPUExecutionProvider"]
+    assert capsys.readouterr().out == ""
+    if providers != "cuda":  # ORT's reason, from the banner it printed
+        assert all("device" in m.lower() for m in reported), reported
 
 
 @pytest.mark.parametrize("spec", [123, [], [42], [("CPUExecutionProvider", "opts")]])

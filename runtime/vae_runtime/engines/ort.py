@@ -18,8 +18,12 @@ images per CPU-second of one run (docs/performance.md).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
+import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -354,20 +358,37 @@ def create_session(
     model: bytes, path: Path, providers: list[ProviderSpec], options: ort.SessionOptions
 ) -> ort.InferenceSession:
     """A session from verified model bytes; a graph ORT cannot load is a ModelFormatError."""
+    wanted = [_name(p) for p in providers if _name(p) != CPU]
+    printed = io.StringIO()
     try:
-        session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        # When a GPU provider fails to start, ORT prints an "EP Error" banner to stdout before
+        # it retries on CPU: that would land in results piped to other tools. It is caught
+        # here and its reason goes into our warning (only a GPU request can print it).
+        with contextlib.redirect_stdout(printed) if wanted else contextlib.nullcontext():
+            session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
         raise ModelFormatError(
             f"{path}: ONNX Runtime cannot load it ({_first_line(exc)})"
         ) from None
-    wanted = [_name(p) for p in providers if _name(p) != CPU]
     active = session.get_providers()
     lost = [name for name in wanted if name not in active]
     if lost:
+        reason = _ep_error(printed.getvalue()) or "check the CUDA/cuDNN install"
         warnings.warn(
             f"{path.name}: asked for {', '.join(lost)} but the session runs on "
-            f"{', '.join(active)} (provider failed to initialise; check CUDA/cuDNN install)",
+            f"{', '.join(active)} (the provider failed to initialise: {reason})",
             ProviderWarning,
             stacklevel=5,
         )
+    elif printed.getvalue():  # not ORT's fallback banner: pass it on
+        sys.stdout.write(printed.getvalue())
     return session
+
+
+def _ep_error(printed: str, limit: int = 300) -> str:
+    """The reason in ORT's "EP Error <reason> when using [...]" banner, on one line."""
+    match = re.search(r"EP Error (.*?) when using ", printed, re.DOTALL)
+    if not match:
+        return ""
+    reason = " ".join(match.group(1).split())
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."

@@ -119,11 +119,12 @@ def test_short_conv_run_lowers_the_test_loss(data_dir: Path, tmp_path: Path) -> 
     assert ckpt.config["epoch"] == 3 and ckpt.config["arch"] == "conv"
     assert ckpt.config["parameters"] == {"encoder": 846_728, "decoder": 844_641}
     assert count_parameters(ckpt.encoder) == 846_728
-    x = tr.test_x[:16].float() / 255
+    x = tr.test_x[:16].float().to(tr.device) / 255
+    enc, dec = ckpt.encoder.to(tr.device), ckpt.decoder.to(tr.device)  # the trainer's device
     with torch.no_grad():
         tr.encoder.eval(), tr.decoder.eval()
-        assert torch.equal(ckpt.encoder(x)[0], tr.encoder(x)[0])
-        assert torch.equal(ckpt.decoder(ckpt.encoder(x)[0]), tr.decoder(tr.encoder(x)[0]))
+        assert torch.equal(enc(x)[0], tr.encoder(x)[0])
+        assert torch.equal(dec(enc(x)[0]), tr.decoder(tr.encoder(x)[0]))
     metrics = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["epoch"] for m in metrics] == [1, 2, 3]
     assert (tmp_path / "run/samples/epoch-003.png").is_file()
@@ -378,7 +379,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
             return parts
 
         monkeypatch.setattr(trainer_mod, "negative_elbo", elbo)
-    else:  # NaN activations reach the BCE, which raises instead of returning NaN
+    else:  # NaN activations reach the BCE (on CUDA that was a device-side assert)
 
         def rep(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
             z = real_rep(mu, logvar, eps)

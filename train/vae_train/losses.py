@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -35,7 +36,13 @@ def reconstruction_nll(
     x_hat = x_hat.flatten(1)
     x = x.flatten(1)
     if likelihood == "bernoulli":
-        return F.binary_cross_entropy(x_hat, x, reduction="none").sum(1)
+        # BCE refuses inputs outside [0, 1], NaN included: on the CPU it raises, on CUDA a
+        # device-side assert leaves the process's CUDA context unusable. A non-finite output
+        # makes its term NaN instead (the trainer stops on it); finite ones pass unchanged,
+        # bit for bit, gradients included.
+        finite = torch.isfinite(x_hat)
+        bce = F.binary_cross_entropy(torch.where(finite, x_hat, 0.5), x, reduction="none")
+        return torch.where(finite, bce, math.nan).sum(1)
     if likelihood == "gaussian":
         d = x.shape[1]
         const = 0.5 * d * math.log(2 * math.pi * sigma**2)

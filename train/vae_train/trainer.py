@@ -438,27 +438,24 @@ class Trainer:
 
     def _micro_step(
         self, epoch: int, step: int, idx: Tensor, eps: Tensor
-    ) -> tuple[ElboParts | None, Tensor | None]:
-        """Forward one slice; returns its ELBO parts and summed (KL-weighted) loss, or a
-        None loss where the loss cannot be computed (BCE refuses NaN inputs)."""
+    ) -> tuple[ElboParts, Tensor]:
+        """Forward one slice; returns its ELBO parts and summed (KL-weighted) loss (NaN when
+        the network's outputs are not finite)."""
         cfg, dev = self.cfg, self.device
         x = _to_float(self.train_x[idx], dev)
         with torch.autocast(dev.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
             x_hat, mu, logvar = self.model(x, eps.to(dev))
-        try:
-            parts = negative_elbo(x_hat, x, mu, logvar, cfg.likelihood, cfg.sigma)
-        except RuntimeError:
-            return None, None
+        parts = negative_elbo(x_hat, x, mu, logvar, cfg.likelihood, cfg.sigma)
         # recon + w * kl, written from the full loss so that it is the loss itself whenever
         # the warm-up is over (w = 1).
         weight = self._kl_weight(epoch, step)
         loss = (parts.loss if weight == 1.0 else parts.loss - (1 - weight) * parts.kl).sum()
         return parts, loss
 
-    def _global_value(self, loss: Tensor | None, epoch: int, step: int) -> float:
+    def _global_value(self, loss: Tensor, epoch: int, step: int) -> float:
         """The loss summed over ranks; every rank stops together on a non-finite one, before
         any gradient of it is applied."""
-        mine = torch.tensor([math.nan if loss is None else loss.item()], dtype=torch.float64)
+        mine = torch.tensor([loss.item()], dtype=torch.float64)
         value = float(self.world.all_sum(mine).item())
         if math.isfinite(value):
             return value

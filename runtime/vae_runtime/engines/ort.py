@@ -386,9 +386,11 @@ def create_session(
 
 
 def _ep_error(printed: str, limit: int = 300) -> str:
-    """The reason in ORT's "EP Error <reason> when using [...]" banner, on one line."""
+    """The reason in ORT's "EP Error <reason> when using [...]" banner, on one line. A long
+    one keeps its end: ORT puts source paths and signatures first, the cause last ("Invalid
+    device ID: 99, ...")."""
     match = re.search(r"EP Error (.*?) when using ", printed, re.DOTALL)
     if not match:
         return ""
     reason = " ".join(match.group(1).split())
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+    return reason if len(reason) <= limit else "..." + reason[3 - limit :]

@@ -168,7 +168,7 @@ def pick_device(name: str) -> torch.device:
 def deterministic_cuda() -> None:
     """Make a seeded CUDA run repeat bit for bit, as CPU runs do (and resume exactly). Without
     it cuDNN and cuBLAS pick non-deterministic kernels: two runs of one seed differed by 4e-4
-    in their weights after 3 epochs on an H100; the deterministic ones cost no measurable time.
+    in their weights after 3 epochs on an H100; the deterministic ones showed no consistent cost.
     cuBLAS reads its workspace setting when its first handle is made, so this runs before any
     CUDA work of the trainer."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -21,7 +21,15 @@ from PIL import Image
 
 import vae_runtime
 import vae_runtime.engines.ort as providers_mod
-from vae_runtime import VAE, InputError, ProviderError, ProviderWarning, make_grid, save_grid
+from vae_runtime import (
+    VAE,
+    InputError,
+    ProviderError,
+    ProviderWarning,
+    RunError,
+    make_grid,
+    save_grid,
+)
 from vae_runtime.sampling import LOGVAR_MAX, LOGVAR_MIN
 
 torch = pytest.importorskip("torch")  # the reference losses; the fixture models need it too
@@ -464,6 +472,58 @@ def test_silent_cpu_fallback_by_onnxruntime_is_reported(conv_dir, monkeypatch, c
     assert capsys.readouterr().out == ""
     if providers != "cuda":  # ORT's reason, from the banner it printed
         assert all("device" in m.lower() for m in reported), reported
+
+
+def test_ort_prints_during_session_creation_stay_off_stdout_but_are_not_lost(capfd) -> None:
+    """Sessions that ask for a GPU provider are made with stdout caught (ORT's fallback
+    banner); eight threads doing so while another prints: every line printed meanwhile still
+    reaches stdout, and stdout is the real one afterwards. This build has no CUDA: each
+    session warns that it runs on the CPU."""
+    path = SHIPPED_INT8 / "encoder.int8.onnx"  # a graph without external weights
+    model = path.read_bytes()
+    real = sys.stdout
+    stop = threading.Event()
+
+    def chatter() -> None:
+        i = 0
+        while not stop.is_set() or i < 50:
+            print(f"line {i}")
+            i += 1
+
+    def make(_: int) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ProviderWarning)
+            options = providers_mod.session_options(1, "all", False)
+            asked = ["CUDAExecutionProvider", providers_mod.CPU]
+            providers_mod.create_session(model, path, asked, options)
+
+    printer = threading.Thread(target=chatter)
+    printer.start()
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    printer.join()
+    assert sys.stdout is real
+    lines = capfd.readouterr().out.splitlines()
+    numbers = [int(line.split()[1]) for line in lines if line.startswith("line ")]
+    assert sorted(numbers) == list(range(len(numbers))) and len(numbers) >= 50
+
+
+def test_gpu_failure_inside_a_run_is_an_error_not_a_silent_cpu_fallback(conv_dir) -> None:
+    """ORT would print "EP Error" to stdout and switch to the CPU mid-run; the runtime turns
+    its fallback off, so such a failure is a one-line RunError."""
+    vae = VAE(conv_dir, threads=1)
+    assert vae._encoder.session._enable_fallback is False  # ORT's own switch, read back
+
+    def fail(names, feeds):
+        raise providers_mod._ort_state.EPFail("CUDA failure 2: out of memory")
+
+    vae._encoder._session_run = fail
+    with pytest.raises(RunError, match=r"encoder.onnx: ONNX Runtime failed to run it \(CUDA"):
+        vae.embed(RNG.random((2, 28, 28), dtype=np.float32))
 
 
 @pytest.mark.parametrize("spec", [123, [], [42], [("CPUExecutionProvider", "opts")]])

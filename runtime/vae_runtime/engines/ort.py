@@ -26,8 +26,9 @@ import io
 import os
 import re
 import sys
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -365,37 +366,61 @@ def create_session(
 ) -> ort.InferenceSession:
     """A session from verified model bytes; a graph ORT cannot load is a ModelFormatError."""
     wanted = [_name(p) for p in providers if _name(p) != CPU]
-    printed = io.StringIO()
     try:
-        # When a GPU provider fails to start, ORT prints an "EP Error" banner to stdout before
-        # it retries on CPU: that would land in results piped to other tools. It is caught
-        # here and its reason goes into our warning (only a GPU request can print it).
-        with contextlib.redirect_stdout(printed) if wanted else contextlib.nullcontext():
+        # Only a GPU request can make ORT print its fallback banner (see _ort_banner_caught).
+        with _ort_banner_caught() if wanted else contextlib.nullcontext([]) as banner:
             session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
         raise ModelFormatError(
             f"{path}: ONNX Runtime cannot load it ({_first_line(exc)})"
         ) from None
+    # A GPU provider failing later, inside a run, would make ORT print to stdout and go on on
+    # the CPU unannounced: it is a one-line RunError instead (OrtRunner.run).
+    session.disable_fallback()
     active = session.get_providers()
     lost = [name for name in wanted if name not in active]
     if lost:
-        reason = _ep_error(printed.getvalue()) or "check the CUDA/cuDNN install"
+        reason = _ep_error("".join(banner)) or "check the CUDA/cuDNN install"
         warnings.warn(
             f"{path.name}: asked for {', '.join(lost)} but the session runs on "
             f"{', '.join(active)} (the provider failed to initialise: {reason})",
             ProviderWarning,
             stacklevel=5,
         )
-    elif printed.getvalue():  # not ORT's fallback banner: pass it on
-        sys.stdout.write(printed.getvalue())
     return session
+
+
+_STDOUT_SWAP = threading.Lock()  # redirect_stdout swaps the process's sys.stdout: one at a time
+_BANNER = re.compile(r"^[^\n]*EP Error.*?^\*+$\n?", re.DOTALL | re.MULTILINE)
+
+
+@contextlib.contextmanager
+def _ort_banner_caught() -> Iterator[list[str]]:
+    """When a GPU provider fails to start, ORT prints an "EP Error" banner to stdout before it
+    retries on CPU: in results piped to other tools. The block runs with stdout caught; the
+    yielded list gets the banner, and whatever else was printed meanwhile (other threads)
+    goes on to the real stdout."""
+    banner: list[str] = []
+    printed = io.StringIO()
+    with _STDOUT_SWAP:
+        try:
+            with contextlib.redirect_stdout(printed):
+                yield banner
+        finally:
+            text = printed.getvalue()
+            match = _BANNER.search(text)
+            if match:
+                banner.append(match.group(0))
+                text = text[: match.start()] + text[match.end() :]
+            if text:
+                sys.stdout.write(text)
 
 
 def _ep_error(printed: str, limit: int = 300) -> str:
     """The reason in ORT's "EP Error <reason> when using [...]" banner, on one line. A long
     one keeps its end: ORT puts source paths and signatures first, the cause last ("Invalid
     device ID: 99, ...")."""
-    match = re.search(r"EP Error (.*?) when using ", printed, re.DOTALL)
+    match = re.search(r"^EP Error (.*?) when using ", printed, re.DOTALL | re.MULTILINE)
     if not match:
         return ""
     reason = " ".join(match.group(1).split())

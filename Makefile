@@ -49,7 +49,7 @@ web-figure: $(DEV_VENV)/.installed
 
 # Reproduces artifacts/ from the datasets (about 7.5 h of training on 2 cores, two runs at a
 # time: docs/training.md); each manifest records the exact commands below. The schedules were
-# chosen on the validation split (issue 20); EMA weights (decay 0.999) are exported.
+# chosen on the validation split (issue 20); the EMA weights (`--ema`) are exported.
 artifacts: $(DEV_VENV)/.installed
 	$(BIN)/vae-train --arch conv --latent-dim 20 --dataset mnist --epochs 300 --kl-warmup 10 --ema 0.9998 --patience 20 $(TRAIN_FLAGS) --out runs/mnist-conv-z20-ema9998
 	$(BIN)/vae-train --arch mlp --latent-dim 20 --dataset mnist --epochs 200 --ema 0.999 $(TRAIN_FLAGS) --out runs/mnist-mlp-z20-e200

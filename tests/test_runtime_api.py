@@ -486,11 +486,14 @@ def test_ort_prints_during_session_creation_stay_off_stdout_but_are_not_lost(cap
     real = sys.stdout
     stop = threading.Event()
 
+    printed = []
+
     def chatter() -> None:
         i = 0
         while not stop.is_set() or i < 50:
             print(f"line {i}")
             i += 1
+        printed.append(i)
 
     def make(_: int) -> None:
         options = providers_mod.session_options(1, "all", False)
@@ -507,9 +510,42 @@ def test_ort_prints_during_session_creation_stay_off_stdout_but_are_not_lost(cap
     stop.set()
     printer.join()
     assert sys.stdout is real
-    lines = capfd.readouterr().out.splitlines()
-    numbers = [int(line.split()[1]) for line in lines if line.startswith("line ")]
-    assert sorted(numbers) == list(range(len(numbers))) and len(numbers) >= 50
+    # Every line whole, none lost, in the order printed (a print's text and its newline are
+    # two writes: one of them used to land in a swapped-out buffer and be dropped).
+    assert capfd.readouterr().out.splitlines() == [f"line {i}" for i in range(printed[0])]
+
+
+ORT_BANNER = (  # what ORT's InferenceSession prints when a provider fails to start
+    "*************** EP Error ***************",
+    "EP Error [ONNXRuntimeError] : 1 : FAIL : provider_bridge_ort.cc:1:\n"
+    "Invalid device ID: 99, must be < 1 when using ['CUDAExecutionProvider']",
+    "Falling back to ['CPUExecutionProvider'] and retrying.",
+    "****************************************",
+)
+
+
+def test_ort_banner_is_kept_back_while_other_lines_pass_in_order(capfd) -> None:
+    """The banner printed by the thread making the session goes to the caught list, not
+    stdout; that thread's other lines and another thread's lines (printed while the banner is
+    half written) reach stdout, and so does a print begun inside the block and ended after."""
+    from vae_runtime.engines.ort_banner import banner_caught
+
+    with banner_caught() as banner:
+        print("before")
+        print(*ORT_BANNER[:2], sep="\n")
+        other = threading.Thread(target=print, args=("other thread",))
+        other.start()
+        other.join()
+        print(*ORT_BANNER[2:], sep="\n")
+        sys.stdout.write("unfinished")
+        late = sys.stdout  # as another thread's print would hold it
+    late.write(" line\n")
+    print("after")
+    assert sys.stdout is not late
+    assert capfd.readouterr().out == "before\nother thread\nunfinished line\nafter\n"
+    assert "".join(banner) == "\n".join(ORT_BANNER) + "\n"
+    reason = providers_mod._ep_error("".join(banner))
+    assert reason.endswith("Invalid device ID: 99, must be < 1"), reason
 
 
 def test_gpu_failure_inside_a_run_is_an_error_not_a_silent_cpu_fallback(conv_dir) -> None:

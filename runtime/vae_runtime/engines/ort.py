@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import os
 import re
-import sys
-import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +38,7 @@ from vae_format.contract import dtype_of_onnx_type
 
 from ..errors import InputError, ModelFormatError, ProviderError, ProviderWarning, RunError
 from .base import TensorInfo
+from .ort_banner import banner_caught
 
 ort.set_default_logger_severity(3)  # the environment's own log: errors only (we warn instead)
 
@@ -367,8 +365,8 @@ def create_session(
     """A session from verified model bytes; a graph ORT cannot load is a ModelFormatError."""
     wanted = [_name(p) for p in providers if _name(p) != CPU]
     try:
-        # Only a GPU request can make ORT print its fallback banner (see _ort_banner_caught).
-        with _ort_banner_caught() if wanted else contextlib.nullcontext([]) as banner:
+        # Only a GPU request can make ORT print its fallback banner (see ort_banner).
+        with banner_caught() if wanted else contextlib.nullcontext([]) as banner:
             session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
         raise ModelFormatError(
@@ -388,32 +386,6 @@ def create_session(
             stacklevel=5,
         )
     return session
-
-
-_STDOUT_SWAP = threading.Lock()  # redirect_stdout swaps the process's sys.stdout: one at a time
-_BANNER = re.compile(r"^[^\n]*EP Error.*?^\*+$\n?", re.DOTALL | re.MULTILINE)
-
-
-@contextlib.contextmanager
-def _ort_banner_caught() -> Iterator[list[str]]:
-    """When a GPU provider fails to start, ORT prints an "EP Error" banner to stdout before it
-    retries on CPU: in results piped to other tools. The block runs with stdout caught; the
-    yielded list gets the banner, and whatever else was printed meanwhile (other threads)
-    goes on to the real stdout."""
-    banner: list[str] = []
-    printed = io.StringIO()
-    with _STDOUT_SWAP:
-        try:
-            with contextlib.redirect_stdout(printed):
-                yield banner
-        finally:
-            text = printed.getvalue()
-            match = _BANNER.search(text)
-            if match:
-                banner.append(match.group(0))
-                text = text[: match.start()] + text[match.end() :]
-            if text:
-                sys.stdout.write(text)
 
 
 def _ep_error(printed: str, limit: int = 300) -> str:

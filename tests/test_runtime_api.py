@@ -782,3 +782,16 @@ def test_cold_start_imports_stay_light(conv_dir):
         ).stdout
     )
     assert out["light"] and out["still_light"], out
+
+
+def test_ort_banner_catch_works_without_a_stdout(monkeypatch) -> None:
+    """Under pythonw or a daemon sys.stdout may be None: print drops text, and so does the
+    filter, which still keeps the banner for the warning and puts None back."""
+    from vae_runtime.engines.ort_banner import banner_caught
+
+    monkeypatch.setattr(sys, "stdout", None)
+    with banner_caught() as banner:
+        print("dropped")
+        print(*ORT_BANNER, sep="\n")
+    assert sys.stdout is None
+    assert "".join(banner) == "\n".join(ORT_BANNER) + "\n"

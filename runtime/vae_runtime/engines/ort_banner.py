@@ -27,8 +27,8 @@ class BannerFilter(io.TextIOBase):
     """A text stream in front of ``real``: whole lines of ``owner`` (a thread id) from one that
     holds "EP Error" up to a line of asterisks go to ``banner``; all else goes on to ``real``."""
 
-    def __init__(self, real: TextIO, owner: int) -> None:
-        self._real = real
+    def __init__(self, real: TextIO | None, owner: int) -> None:
+        self._real = real if real is not None else io.StringIO()  # no stdout: print drops text
         self._owner = owner
         self._lock = threading.Lock()
         self._pending = ""  # the owner's unfinished line

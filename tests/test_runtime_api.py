@@ -528,7 +528,7 @@ def test_ort_banner_is_kept_back_while_other_lines_pass_in_order(capfd) -> None:
     """The banner printed by the thread making the session goes to the caught list, not
     stdout; that thread's other lines and another thread's lines (printed while the banner is
     half written) reach stdout, and so does a print begun inside the block and ended after."""
-    from vae_runtime.engines.ort_banner import banner_caught
+    from vae_runtime.engines.ort_banner import banner_caught, banner_reason
 
     with banner_caught() as banner:
         print("before")
@@ -544,8 +544,21 @@ def test_ort_banner_is_kept_back_while_other_lines_pass_in_order(capfd) -> None:
     assert sys.stdout is not late
     assert capfd.readouterr().out == "before\nother thread\nunfinished line\nafter\n"
     assert "".join(banner) == "\n".join(ORT_BANNER) + "\n"
-    reason = providers_mod._ep_error("".join(banner))
+    reason = banner_reason(banner)
     assert reason.endswith("Invalid device ID: 99, must be < 1"), reason
+
+
+def test_ort_banner_catch_works_without_a_stdout(monkeypatch) -> None:
+    """Under pythonw or a daemon sys.stdout may be None: print drops text, and so does the
+    filter, which still keeps the banner for the warning and puts None back."""
+    from vae_runtime.engines.ort_banner import banner_caught
+
+    monkeypatch.setattr(sys, "stdout", None)
+    with banner_caught() as banner:
+        print("dropped")
+        print(*ORT_BANNER, sep="\n")
+    assert sys.stdout is None
+    assert "".join(banner) == "\n".join(ORT_BANNER) + "\n"
 
 
 def test_gpu_failure_inside_a_run_is_an_error_not_a_silent_cpu_fallback(conv_dir) -> None:
@@ -782,16 +795,3 @@ def test_cold_start_imports_stay_light(conv_dir):
         ).stdout
     )
     assert out["light"] and out["still_light"], out
-
-
-def test_ort_banner_catch_works_without_a_stdout(monkeypatch) -> None:
-    """Under pythonw or a daemon sys.stdout may be None: print drops text, and so does the
-    filter, which still keeps the banner for the warning and puts None back."""
-    from vae_runtime.engines.ort_banner import banner_caught
-
-    monkeypatch.setattr(sys, "stdout", None)
-    with banner_caught() as banner:
-        print("dropped")
-        print(*ORT_BANNER, sep="\n")
-    assert sys.stdout is None
-    assert "".join(banner) == "\n".join(ORT_BANNER) + "\n"

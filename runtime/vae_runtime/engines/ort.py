@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from vae_format.contract import dtype_of_onnx_type
 
 from ..errors import InputError, ModelFormatError, ProviderError, ProviderWarning, RunError
 from .base import TensorInfo
-from .ort_banner import banner_caught
+from .ort_banner import banner_caught, banner_reason
 
 ort.set_default_logger_severity(3)  # the environment's own log: errors only (we warn instead)
 
@@ -378,7 +377,7 @@ def create_session(
     active = session.get_providers()
     lost = [name for name in wanted if name not in active]
     if lost:
-        reason = _ep_error("".join(banner)) or "check the CUDA/cuDNN install"
+        reason = banner_reason(banner) or "check the CUDA/cuDNN install"
         warnings.warn(
             f"{path.name}: asked for {', '.join(lost)} but the session runs on "
             f"{', '.join(active)} (the provider failed to initialise: {reason})",
@@ -386,14 +385,3 @@ def create_session(
             stacklevel=5,
         )
     return session
-
-
-def _ep_error(printed: str, limit: int = 300) -> str:
-    """The reason in ORT's "EP Error <reason> when using [...]" banner, on one line. A long
-    one keeps its end: ORT puts source paths and signatures first, the cause last ("Invalid
-    device ID: 99, ...")."""
-    match = re.search(r"^EP Error (.*?) when using ", printed, re.DOTALL | re.MULTILINE)
-    if not match:
-        return ""
-    reason = " ".join(match.group(1).split())
-    return reason if len(reason) <= limit else "..." + reason[3 - limit :]

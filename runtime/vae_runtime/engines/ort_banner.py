@@ -1,4 +1,4 @@
-"""Keeping ONNX Runtime's "EP Error" banner out of stdout.
+"""Keeping ONNX Runtime's "EP Error" banner out of stdout, and reading its reason.
 
 When a GPU provider fails to start, ORT's Python layer prints a banner to stdout before it
 retries on the CPU: in results piped to other tools. ``banner_caught()`` makes a session with
@@ -82,3 +82,14 @@ def banner_caught() -> Iterator[list[str]]:
                 yield caught.banner
         finally:
             caught.end_swap()
+
+
+def banner_reason(banner: list[str], limit: int = 300) -> str:
+    """The reason in the banner's "EP Error <reason> when using [...]", on one line ("": no
+    banner). A long one keeps its end: ORT puts source paths and signatures first, the cause
+    last ("Invalid device ID: 99, ...")."""
+    match = re.search(r"^EP Error (.*?) when using ", "".join(banner), re.DOTALL | re.MULTILINE)
+    if not match:
+        return ""
+    reason = " ".join(match.group(1).split())
+    return reason if len(reason) <= limit else "..." + reason[3 - limit :]
